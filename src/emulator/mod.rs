@@ -1,0 +1,1 @@
+//! An in-memory emulator of the Metabase API (`mbprov fake-metabase`).

@@ -1,0 +1,11 @@
+//! mbprov: provisions Metabase users, groups and permissions from a RabbitMQ queue.
+//!
+//! Data flows one way: `queue` (AMQP) -> `jobs` (envelopes, handlers) -> `graph` (pure
+//! permission-graph logic), `lock` (Redis) and `metabase` (typed HTTP client). The `emulator`
+//! is a separate program behind `mbprov fake-metabase` that shares only `metabase::models`.
+
+pub mod config;
+pub mod emulator;
+pub mod error;
+pub mod metabase;
+pub mod queue;

@@ -1,0 +1,3 @@
+//! A typed client of the Metabase REST API.
+
+pub mod models;

@@ -1,0 +1,112 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::Extra;
+
+/// A collection id, or the Root collection ("Our analytics"), which the API spells `"root"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CollectionKey {
+    Root,
+    Id(i64),
+}
+
+impl fmt::Display for CollectionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectionKey::Root => f.write_str("root"),
+            CollectionKey::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+impl FromStr for CollectionKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "root" {
+            return Ok(CollectionKey::Root);
+        }
+        s.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(CollectionKey::Id)
+            .ok_or_else(|| format!("collection key must be a positive integer or \"root\", got {s:?}"))
+    }
+}
+
+impl Serialize for CollectionKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CollectionKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Ids arrive as numbers in `id` fields and as strings in graph keys.
+        let v = serde_json::Value::deserialize(d)?;
+        match v {
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .map(CollectionKey::Id)
+                .ok_or_else(|| serde::de::Error::custom("collection id out of range")),
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a collection id, got {other}"
+            ))),
+        }
+    }
+}
+
+/// A collection (`GET /api/collection/:id`, `POST /api/collection`, items of `GET /api/collection`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Collection {
+    pub id: CollectionKey,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `"/"` at top level, else `"/<ancestor ids>/"`.
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub archived: bool,
+    #[serde(default)]
+    pub personal_owner_id: Option<i64>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Collection {
+    /// The parent, read from `location` (the last id in it), `None` for top level.
+    pub fn parent_id(&self) -> Option<i64> {
+        self.location
+            .as_deref()?
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .last()
+            .and_then(|s| s.parse().ok())
+    }
+}
+
+/// `POST /api/collection`. No `color`: current Metabase does not take it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewCollection {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<i64>,
+}
+
+/// `PUT /api/collection/:id`. Send `archived` explicitly: newest Metabase defaults it to false.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectionUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<i64>,
+}
