@@ -302,13 +302,17 @@ pub struct LegacyData {
 #[serde(untagged)]
 pub enum LegacyTableAccess {
     Value(LegacyAccess),
-    /// `read` is required so that a schema map is never mistaken for a split cell.
-    #[serde(deny_unknown_fields)]
-    Split {
-        read: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        query: Option<String>,
-    },
+    Split(LegacySplit),
+}
+
+/// `{"read": "all", "query": "segmented"}`. `read` is required and nothing else is allowed, so
+/// that a schema map is never mistaken for a split cell.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySplit {
+    pub read: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
 }
 
 /// Group id -> database id -> permissions.
