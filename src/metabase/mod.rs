@@ -1,3 +1,21 @@
 //! A typed client of the Metabase REST API.
+//!
+//! It knows HTTP and Metabase's JSON, nothing of queues. Every failure becomes one
+//! [`MetabaseError`], classified once as transient or permanent. One file per API area, like
+//! octocrab: `users`, `groups`, `graph`, `collections`, `tables`, `sandboxes`, `session`.
 
+mod client;
+mod collections;
+mod error;
+mod graph;
+mod groups;
 pub mod models;
+mod sandboxes;
+mod session;
+mod tables;
+mod users;
+
+pub use client::{ApiKey, Auth, ClientConfig, MetabaseClient};
+pub use error::MetabaseError;
+pub use graph::DataGraphPut;
+pub use users::UserQuery;
