@@ -86,8 +86,7 @@ impl Collection {
         self.location
             .as_deref()?
             .split('/')
-            .filter(|s| !s.is_empty())
-            .last()
+            .rfind(|s| !s.is_empty())
             .and_then(|s| s.parse().ok())
     }
 }
