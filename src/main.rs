@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use mbprov::cli;
-use mbprov::config::{BrokerArgs, MetabaseArgs, RedisArgs, WorkerArgs};
 
 /// Provisions Metabase users, groups and permissions from a RabbitMQ queue.
 #[derive(Parser, Debug)]
@@ -16,16 +15,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Consume jobs and run them against Metabase until SIGTERM/SIGINT.
-    Worker {
-        #[command(flatten)]
-        broker: BrokerArgs,
-        #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        metabase: MetabaseArgs,
-        #[command(flatten)]
-        worker: WorkerArgs,
-    },
+    Worker(Box<cli::worker::WorkerCommand>),
     /// Publish job envelopes from files (`-` is stdin) with publisher confirms.
     Publish(cli::publish::PublishArgs),
     /// List, inspect, replay or purge dead-lettered jobs.
@@ -50,12 +40,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Worker {
-                broker,
-                redis,
-                metabase,
-                worker,
-            } => cli::worker::run(broker, redis, metabase, worker).await,
+            Command::Worker(cmd) => cli::worker::run(*cmd).await,
             Command::Publish(args) => cli::publish::run(args).await,
             Command::Dlq(args) => cli::dlq::run(args).await,
             Command::Status(args) => cli::status::run(args).await,

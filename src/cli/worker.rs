@@ -4,11 +4,18 @@ use std::process::ExitCode;
 
 use crate::config::{BrokerArgs, MetabaseArgs, RedisArgs, WorkerArgs};
 
-pub async fn run(
-    _broker: BrokerArgs,
-    _redis: RedisArgs,
-    _metabase: MetabaseArgs,
-    _worker: WorkerArgs,
-) -> ExitCode {
+#[derive(clap::Args, Debug)]
+pub struct WorkerCommand {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub metabase: MetabaseArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+pub async fn run(_cmd: WorkerCommand) -> ExitCode {
     ExitCode::from(1)
 }
