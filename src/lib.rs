@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod emulator;
 pub mod error;
+pub mod graph;
 pub mod metabase;
 pub mod queue;

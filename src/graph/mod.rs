@@ -1,0 +1,16 @@
+//! Permission-graph logic as pure functions: no I/O, table-tested.
+//!
+//! Metabase's two permission graphs are single objects for the whole instance. mbprov never
+//! sends a whole graph: it computes *partial* bodies (only the groups and cells a job changes),
+//! with explicit lowest values to revoke (omitting a key changes nothing), and checks what
+//! Metabase answers against what was wanted, allowing for Metabase's own reshaping (collapsed
+//! schemas, omitted least-permissive values, sparse collection cells).
+
+pub mod access;
+pub mod collection;
+pub mod data;
+pub mod granular;
+
+pub use access::{DataAccess, Features};
+pub use collection::{CollectionOp, collection_body};
+pub use data::{DataChange, data_body, merge_changes, unsatisfied};
