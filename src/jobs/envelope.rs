@@ -1,0 +1,235 @@
+//! Parsing and validating envelopes (CONTRACT.md §3 and §4): strict typed payloads.
+//!
+//! Anything malformed is an [`InvalidJob`] naming the field, which the worker dead-letters as
+//! permanent before any Metabase call.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::payloads::{
+    PermissionsApplied, TenantCreated, TenantDeleted, UserDeactivated, UserUpserted, UsersSynced,
+};
+
+/// Largest body accepted, in bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Longest job id, in characters.
+pub const MAX_ID: usize = 200;
+
+/// The wire form of every message.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Idempotency key, 1 to 200 characters. Defaults to the AMQP message id, then to a hash of
+    /// kind and payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Selects the handler: `tenant.created`, `tenant.deleted`, `user.upserted`,
+    /// `user.deactivated`, `users.synced`, `permissions.applied`.
+    pub kind: String,
+    /// The kind's payload object.
+    pub payload: Value,
+    /// Free-form (source, trace id, occurred_at): logged, otherwise ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+}
+
+/// A payload, by kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Job {
+    TenantCreated(TenantCreated),
+    TenantDeleted(TenantDeleted),
+    UserUpserted(UserUpserted),
+    UserDeactivated(UserDeactivated),
+    UsersSynced(UsersSynced),
+    PermissionsApplied(Box<PermissionsApplied>),
+}
+
+/// Every kind the worker runs.
+pub const KINDS: &[&str] = &[
+    "tenant.created",
+    "tenant.deleted",
+    "user.upserted",
+    "user.deactivated",
+    "users.synced",
+    "permissions.applied",
+];
+
+impl Job {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::TenantCreated(_) => "tenant.created",
+            Job::TenantDeleted(_) => "tenant.deleted",
+            Job::UserUpserted(_) => "user.upserted",
+            Job::UserDeactivated(_) => "user.deactivated",
+            Job::UsersSynced(_) => "users.synced",
+            Job::PermissionsApplied(_) => "permissions.applied",
+        }
+    }
+
+    /// The tenant a job is about, for logs.
+    pub fn tenant_id(&self) -> Option<&str> {
+        match self {
+            Job::TenantCreated(t) => Some(&t.tenant_id),
+            Job::TenantDeleted(t) => Some(&t.tenant_id),
+            _ => None,
+        }
+    }
+}
+
+/// A validated job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedJob {
+    pub id: String,
+    pub job: Job,
+    pub metadata: Option<serde_json::Map<String, Value>>,
+}
+
+/// Why a message can never run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidJob {
+    /// Dotted path of the offending field (`payload.admin_user.email`), or `body`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl InvalidJob {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidJob {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses and validates a message body.
+pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<ParsedJob, InvalidJob> {
+    if body.len() > MAX_BODY {
+        return Err(InvalidJob::new(
+            "body",
+            format!("{} bytes is over the 1 MiB limit", body.len()),
+        ));
+    }
+    let envelope: Envelope = from_slice_with_path(body, "")?;
+    let id = job_id(&envelope, message_id)?;
+    let job = match envelope.kind.as_str() {
+        "tenant.created" => Job::TenantCreated(payload(&envelope.payload)?),
+        "tenant.deleted" => Job::TenantDeleted(payload(&envelope.payload)?),
+        "user.upserted" => Job::UserUpserted(payload(&envelope.payload)?),
+        "user.deactivated" => Job::UserDeactivated(payload(&envelope.payload)?),
+        "users.synced" => Job::UsersSynced(payload(&envelope.payload)?),
+        "permissions.applied" => Job::PermissionsApplied(Box::new(payload(&envelope.payload)?)),
+        other => {
+            return Err(InvalidJob::new(
+                "kind",
+                format!("unknown kind {other:?} (known: {})", KINDS.join(", ")),
+            ));
+        }
+    };
+    Ok(ParsedJob {
+        id,
+        job,
+        metadata: envelope.metadata,
+    })
+}
+
+/// A payload whose own checks run after its shape is read.
+pub trait Validate {
+    /// Checks beyond the shape; `Err` names the field below `payload`.
+    fn validate(&self) -> Result<(), InvalidJob>;
+}
+
+fn payload<T: DeserializeOwned + Validate>(value: &Value) -> Result<T, InvalidJob> {
+    let typed: T = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "payload".to_string()
+        } else {
+            format!("payload.{path}")
+        };
+        InvalidJob::new(field, e.into_inner().to_string())
+    })?;
+    typed.validate().map_err(|e| InvalidJob {
+        field: format!("payload.{}", e.field),
+        reason: e.reason,
+    })?;
+    Ok(typed)
+}
+
+fn from_slice_with_path<T: DeserializeOwned>(body: &[u8], prefix: &str) -> Result<T, InvalidJob> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let typed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return InvalidJob::new("body", format!("not JSON: {inner}"));
+        }
+        let field = if path == "." || path.is_empty() {
+            if prefix.is_empty() { "envelope".into() } else { prefix.into() }
+        } else {
+            path
+        };
+        InvalidJob::new(field, inner.to_string())
+    })?;
+    de.end()
+        .map_err(|e| InvalidJob::new("body", format!("not JSON: {e}")))?;
+    Ok(typed)
+}
+
+/// The envelope's `id`, else the AMQP `message_id`, else a hash of kind and payload (so the
+/// same content published twice without ids still runs once).
+pub fn job_id(envelope: &Envelope, message_id: Option<&str>) -> Result<String, InvalidJob> {
+    if let Some(id) = &envelope.id {
+        let n = id.chars().count();
+        if n == 0 || n > MAX_ID {
+            return Err(InvalidJob::new("id", format!("must be 1 to {MAX_ID} characters, got {n}")));
+        }
+        return Ok(id.clone());
+    }
+    if let Some(mid) = message_id.filter(|m| !m.is_empty() && m.chars().count() <= MAX_ID) {
+        return Ok(mid.to_string());
+    }
+    Ok(content_hash(&envelope.kind, &envelope.payload))
+}
+
+/// `sha256:` + hex of kind, a newline, and the payload in canonical JSON (sorted keys).
+pub fn content_hash(kind: &str, payload: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical(payload).as_bytes());
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, String> = map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let inner: Vec<String> = sorted
+                .into_iter()
+                .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// `tenant_id`: a string of 1 to 100 characters; an integer is read as its decimal string.
+pub fn tenant_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string or an integer, got {other}"
+        ))),
+    }
+}
