@@ -169,7 +169,11 @@ fn from_slice_with_path<T: DeserializeOwned>(body: &[u8], prefix: &str) -> Resul
             return InvalidJob::new("body", format!("not JSON: {inner}"));
         }
         let field = if path == "." || path.is_empty() {
-            if prefix.is_empty() { "envelope".into() } else { prefix.into() }
+            if prefix.is_empty() {
+                "envelope".into()
+            } else {
+                prefix.into()
+            }
         } else {
             path
         };
@@ -186,7 +190,10 @@ pub fn job_id(envelope: &Envelope, message_id: Option<&str>) -> Result<String, I
     if let Some(id) = &envelope.id {
         let n = id.chars().count();
         if n == 0 || n > MAX_ID {
-            return Err(InvalidJob::new("id", format!("must be 1 to {MAX_ID} characters, got {n}")));
+            return Err(InvalidJob::new(
+                "id",
+                format!("must be 1 to {MAX_ID} characters, got {n}"),
+            ));
         }
         return Ok(id.clone());
     }
@@ -208,7 +215,8 @@ pub fn content_hash(kind: &str, payload: &Value) -> String {
 fn canonical(v: &Value) -> String {
     match v {
         Value::Object(map) => {
-            let sorted: BTreeMap<&String, String> = map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let sorted: BTreeMap<&String, String> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
             let inner: Vec<String> = sorted
                 .into_iter()
                 .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))

@@ -109,7 +109,9 @@ impl Validate for TenantCreated {
         if let Some(id) = self.shared_collection_id {
             check_positive("shared_collection_id", id)?;
         }
-        self.admin_user.validate().map_err(|e| nest("admin_user", e))?;
+        self.admin_user
+            .validate()
+            .map_err(|e| nest("admin_user", e))?;
         match (&self.data_access, &self.sandbox) {
             (DataAccess::Sandboxed, None) => Err(InvalidJob::new(
                 "sandbox",
@@ -124,7 +126,10 @@ impl Validate for TenantCreated {
                     ));
                 }
                 if s.tables.is_empty() {
-                    return Err(InvalidJob::new("sandbox.tables", "must list at least one table"));
+                    return Err(InvalidJob::new(
+                        "sandbox.tables",
+                        "must list at least one table",
+                    ));
                 }
                 for (i, t) in s.tables.iter().enumerate() {
                     check_positive(&format!("sandbox.tables[{i}].table_id"), t.table_id)?;
@@ -240,8 +245,11 @@ pub struct UsersSynced {
 impl Validate for UsersSynced {
     fn validate(&self) -> Result<(), InvalidJob> {
         check_groups("managed_groups", &self.managed_groups)?;
-        let managed: std::collections::BTreeSet<String> =
-            self.managed_groups.iter().map(|g| g.to_lowercase()).collect();
+        let managed: std::collections::BTreeSet<String> = self
+            .managed_groups
+            .iter()
+            .map(|g| g.to_lowercase())
+            .collect();
         let mut seen = std::collections::BTreeSet::new();
         for (i, u) in self.users.iter().enumerate() {
             let at = |f: &str| format!("users[{i}].{f}");
@@ -301,7 +309,10 @@ fn check_name(field: &str, name: &str) -> Result<(), InvalidJob> {
         return Err(InvalidJob::new(field, "must not be blank"));
     }
     if name.chars().count() > MAX_NAME {
-        return Err(InvalidJob::new(field, format!("longer than {MAX_NAME} characters")));
+        return Err(InvalidJob::new(
+            field,
+            format!("longer than {MAX_NAME} characters"),
+        ));
     }
     Ok(())
 }
@@ -312,7 +323,10 @@ fn check_opt_name(field: &str, name: Option<&str>) -> Result<(), InvalidJob> {
 
 fn check_positive(field: &str, id: i64) -> Result<(), InvalidJob> {
     if id <= 0 {
-        return Err(InvalidJob::new(field, format!("must be a positive id, got {id}")));
+        return Err(InvalidJob::new(
+            field,
+            format!("must be a positive id, got {id}"),
+        ));
     }
     Ok(())
 }
@@ -321,7 +335,10 @@ fn check_groups(field: &str, groups: &[String]) -> Result<(), InvalidJob> {
     for (i, g) in groups.iter().enumerate() {
         let at = format!("{field}[{i}]");
         if g.trim().is_empty() || g.chars().count() > MAX_GROUP {
-            return Err(InvalidJob::new(at, format!("group names are 1 to {MAX_GROUP} characters")));
+            return Err(InvalidJob::new(
+                at,
+                format!("group names are 1 to {MAX_GROUP} characters"),
+            ));
         }
         if super::policy::is_builtin_group_name(g) {
             return Err(InvalidJob::new(
@@ -333,7 +350,10 @@ fn check_groups(field: &str, groups: &[String]) -> Result<(), InvalidJob> {
     Ok(())
 }
 
-fn check_attributes(field: &str, attrs: &BTreeMap<String, Option<Value>>) -> Result<(), InvalidJob> {
+fn check_attributes(
+    field: &str,
+    attrs: &BTreeMap<String, Option<Value>>,
+) -> Result<(), InvalidJob> {
     for (k, v) in attrs {
         if k.trim().is_empty() || k.starts_with('@') {
             return Err(InvalidJob::new(
@@ -353,7 +373,12 @@ fn check_attributes(field: &str, attrs: &BTreeMap<String, Option<Value>>) -> Res
 
 /// A deliberately small check: what Metabase itself would refuse as "not a valid email".
 pub fn check_email(field: &str, email: &str) -> Result<(), InvalidJob> {
-    let bad = |why: &str| Err(InvalidJob::new(field, format!("{email:?} is not a valid email address: {why}")));
+    let bad = |why: &str| {
+        Err(InvalidJob::new(
+            field,
+            format!("{email:?} is not a valid email address: {why}"),
+        ))
+    };
     if email.len() > MAX_EMAIL {
         return bad("too long");
     }

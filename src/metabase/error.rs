@@ -49,6 +49,27 @@ impl MetabaseError {
         }
     }
 
+    /// Metabase refused to create something that already exists: a group name (any case) or
+    /// an email. The caller should find the existing one instead.
+    pub fn is_duplicate(&self) -> bool {
+        match self {
+            MetabaseError::Status {
+                status: 400,
+                message,
+                ..
+            } => {
+                message.contains("already exists")
+                    || message.contains("already in use")
+                    || message.contains("already associated")
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
     /// A 409 revision conflict on a permissions graph.
     pub fn is_conflict(&self) -> bool {
         self.status() == Some(409)

@@ -93,7 +93,11 @@ fn err(path: impl Into<String>, reason: impl Into<String>) -> DocumentError {
     }
 }
 
-fn known<T: std::fmt::Display>(path: &str, v: &Option<T>, ok: impl Fn(&T) -> bool) -> Result<(), DocumentError> {
+fn known<T: std::fmt::Display>(
+    path: &str,
+    v: &Option<T>,
+    ok: impl Fn(&T) -> bool,
+) -> Result<(), DocumentError> {
     match v {
         Some(v) if !ok(v) => Err(err(path, format!("unknown value {v:?}", v = v.to_string()))),
         _ => Ok(()),
@@ -104,7 +108,10 @@ impl Document {
     /// Checks beyond the shape: version, ids, known values, sandbox rules, Administrators.
     pub fn validate(&self) -> Result<(), DocumentError> {
         if self.version != 1 {
-            return Err(err("version", format!("only version 1 is known, got {}", self.version)));
+            return Err(err(
+                "version",
+                format!("only version 1 is known, got {}", self.version),
+            ));
         }
         for (name, group) in &self.groups {
             let at = format!("groups.{name}");
@@ -122,7 +129,9 @@ impl Document {
             for (key, access) in &group.collections {
                 let at = format!("{at}.collections.{key}");
                 key.parse::<CollectionKey>().map_err(|e| err(&at, e))?;
-                known(&at, &Some(access.clone()), |v| !matches!(v, CollectionAccess::Other(_)))?;
+                known(&at, &Some(access.clone()), |v| {
+                    !matches!(v, CollectionAccess::Other(_))
+                })?;
             }
         }
         Ok(())
@@ -132,36 +141,72 @@ impl Document {
 impl DbSpec {
     fn validate(&self, at: &str) -> Result<(), DocumentError> {
         known(&format!("{at}.view-data"), &self.view_data, |v| {
-            matches!(v, ViewData::Unrestricted | ViewData::Blocked | ViewData::LegacyNoSelfService | ViewData::Impersonated)
+            matches!(
+                v,
+                ViewData::Unrestricted
+                    | ViewData::Blocked
+                    | ViewData::LegacyNoSelfService
+                    | ViewData::Impersonated
+            )
         })?;
-        known(&format!("{at}.create-queries"), &self.create_queries, |v| !matches!(v, CreateQueries::Other(_)))?;
-        known(&format!("{at}.download"), &self.download, |v| !matches!(v, Download::Other(_)))?;
-        known(&format!("{at}.data-model"), &self.data_model, |v| !matches!(v, DataModel::Other(_)))?;
-        known(&format!("{at}.details"), &self.details, |v| !matches!(v, YesNo::Other(_)))?;
+        known(&format!("{at}.create-queries"), &self.create_queries, |v| {
+            !matches!(v, CreateQueries::Other(_))
+        })?;
+        known(&format!("{at}.download"), &self.download, |v| {
+            !matches!(v, Download::Other(_))
+        })?;
+        known(&format!("{at}.data-model"), &self.data_model, |v| {
+            !matches!(v, DataModel::Other(_))
+        })?;
+        known(&format!("{at}.details"), &self.details, |v| {
+            !matches!(v, YesNo::Other(_))
+        })?;
         blocked_with_native(at, &self.view_data, &self.create_queries)?;
         for (table, spec) in &self.tables {
             let at = format!("{at}.tables.{table}");
             positive_id(&at, table)?;
             known(&format!("{at}.view-data"), &spec.view_data, |v| {
-                matches!(v, ViewData::Unrestricted | ViewData::Blocked | ViewData::Sandboxed | ViewData::LegacyNoSelfService)
+                matches!(
+                    v,
+                    ViewData::Unrestricted
+                        | ViewData::Blocked
+                        | ViewData::Sandboxed
+                        | ViewData::LegacyNoSelfService
+                )
             })?;
-            known(&format!("{at}.create-queries"), &spec.create_queries, |v| !matches!(v, CreateQueries::Other(_)))?;
-            known(&format!("{at}.download"), &spec.download, |v| !matches!(v, Download::Other(_)))?;
+            known(&format!("{at}.create-queries"), &spec.create_queries, |v| {
+                !matches!(v, CreateQueries::Other(_))
+            })?;
+            known(&format!("{at}.download"), &spec.download, |v| {
+                !matches!(v, Download::Other(_))
+            })?;
             blocked_with_native(&at, &spec.view_data, &spec.create_queries)?;
             match (&spec.view_data, &spec.sandbox) {
                 (Some(ViewData::Sandboxed), None) => {
-                    return Err(err(format!("{at}.sandbox"), "required when view-data is sandboxed"));
+                    return Err(err(
+                        format!("{at}.sandbox"),
+                        "required when view-data is sandboxed",
+                    ));
                 }
                 (Some(ViewData::Sandboxed), Some(s)) => {
                     if s.field_id <= 0 {
-                        return Err(err(format!("{at}.sandbox.field_id"), "must be a positive id"));
+                        return Err(err(
+                            format!("{at}.sandbox.field_id"),
+                            "must be a positive id",
+                        ));
                     }
                     if s.attribute.trim().is_empty() || s.attribute.starts_with('@') {
-                        return Err(err(format!("{at}.sandbox.attribute"), "must be non-blank and not start with @"));
+                        return Err(err(
+                            format!("{at}.sandbox.attribute"),
+                            "must be non-blank and not start with @",
+                        ));
                     }
                 }
                 (_, Some(_)) => {
-                    return Err(err(format!("{at}.sandbox"), "only allowed when view-data is sandboxed"));
+                    return Err(err(
+                        format!("{at}.sandbox"),
+                        "only allowed when view-data is sandboxed",
+                    ));
                 }
                 (_, None) => {}
             }
@@ -170,9 +215,18 @@ impl DbSpec {
     }
 }
 
-fn blocked_with_native(at: &str, view: &Option<ViewData>, create: &Option<CreateQueries>) -> Result<(), DocumentError> {
-    if matches!(view, Some(ViewData::Blocked)) && matches!(create, Some(CreateQueries::QueryBuilderAndNative)) {
-        return Err(err(at, "view-data blocked cannot go with create-queries query-builder-and-native"));
+fn blocked_with_native(
+    at: &str,
+    view: &Option<ViewData>,
+    create: &Option<CreateQueries>,
+) -> Result<(), DocumentError> {
+    if matches!(view, Some(ViewData::Blocked))
+        && matches!(create, Some(CreateQueries::QueryBuilderAndNative))
+    {
+        return Err(err(
+            at,
+            "view-data blocked cannot go with create-queries query-builder-and-native",
+        ));
     }
     Ok(())
 }
@@ -216,16 +270,38 @@ groups:
     #[test]
     fn problems_name_their_place() {
         let cases = [
-            ("version: 2\ngroups: {}", "version: only version 1 is known, got 2"),
-            ("version: 1\ngroups: {Administrators: {}}", "groups.Administrators: the Administrators group may never be named"),
-            ("version: 1\ngroups: {A: {data: {x: {}}}}", "groups.A.data.x: \"x\" is not a positive id"),
-            ("version: 1\ngroups: {A: {data: {\"1\": {view-data: maybe}}}}", "groups.A.data.1.view-data: unknown value \"maybe\""),
-            ("version: 1\ngroups: {A: {data: {\"1\": {tables: {\"3\": {view-data: sandboxed}}}}}}", "groups.A.data.1.tables.3.sandbox: required when view-data is sandboxed"),
-            ("version: 1\ngroups: {A: {collections: {x: read}}}", "groups.A.collections.x: collection key must be a positive integer or \"root\", got \"x\""),
+            (
+                "version: 2\ngroups: {}",
+                "version: only version 1 is known, got 2",
+            ),
+            (
+                "version: 1\ngroups: {Administrators: {}}",
+                "groups.Administrators: the Administrators group may never be named",
+            ),
+            (
+                "version: 1\ngroups: {A: {data: {x: {}}}}",
+                "groups.A.data.x: \"x\" is not a positive id",
+            ),
+            (
+                "version: 1\ngroups: {A: {data: {\"1\": {view-data: maybe}}}}",
+                "groups.A.data.1.view-data: unknown value \"maybe\"",
+            ),
+            (
+                "version: 1\ngroups: {A: {data: {\"1\": {tables: {\"3\": {view-data: sandboxed}}}}}}",
+                "groups.A.data.1.tables.3.sandbox: required when view-data is sandboxed",
+            ),
+            (
+                "version: 1\ngroups: {A: {collections: {x: read}}}",
+                "groups.A.collections.x: collection key must be a positive integer or \"root\", got \"x\"",
+            ),
         ];
         for (yaml, want) in cases {
             assert_eq!(doc(yaml), Err(want.to_string()), "{yaml}");
         }
-        assert!(doc("version: 1\ngroups: {A: {dta: {}}}").unwrap_err().contains("unknown field `dta`"));
+        assert!(
+            doc("version: 1\ngroups: {A: {dta: {}}}")
+                .unwrap_err()
+                .contains("unknown field `dta`")
+        );
     }
 }

@@ -1,0 +1,347 @@
+//! Finding and creating groups, users and collections without duplicates and without listing
+//! the whole instance per job.
+//!
+//! Name -> id mappings live in Redis and are verified with one cheap GET before use. Group names
+//! and emails are unique in Metabase, so creating first and treating "already exists" as "find
+//! it" is race-free. Collection names are not unique: creation holds a per-entity Redis lock and
+//! re-checks under it.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::metabase::models::{
+    Collection, CollectionKey, MembershipRef, NewCollection, NewUser, User, UserUpdate,
+};
+
+use super::{Context, JobError};
+
+pub struct Directory<'a> {
+    ctx: &'a Context,
+}
+
+/// The outcome of a find-or-create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub id: i64,
+    /// Created by this call (so nothing can hang off it yet).
+    pub created: bool,
+}
+
+impl<'a> Directory<'a> {
+    pub fn new(ctx: &'a Context) -> Self {
+        Directory { ctx }
+    }
+
+    /// The group with this name (any case), if it exists.
+    pub async fn find_group(&self, name: &str) -> Result<Option<i64>, JobError> {
+        let key = name.to_lowercase();
+        if let Some(id) = self.ctx.store.get_id("group", &key).await? {
+            match self.ctx.mb.get_group(id).await {
+                Ok(g) if g.name.to_lowercase() == key => return Ok(Some(id)),
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.ctx.store.forget_id("group", &key).await?;
+        }
+        let found = self
+            .ctx
+            .mb
+            .list_groups()
+            .await?
+            .into_iter()
+            .find(|g| g.name.to_lowercase() == key);
+        if let Some(g) = &found {
+            self.ctx.store.set_id("group", &key, g.id).await?;
+        }
+        Ok(found.map(|g| g.id))
+    }
+
+    /// The group with this name, created when missing. A new tenant costs one POST.
+    pub async fn ensure_group(&self, name: &str) -> Result<Found, JobError> {
+        let key = name.to_lowercase();
+        if let Some(id) = self.ctx.store.get_id("group", &key).await? {
+            match self.ctx.mb.get_group(id).await {
+                Ok(g) if g.name.to_lowercase() == key => return Ok(Found { id, created: false }),
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.ctx.store.forget_id("group", &key).await?;
+        }
+        match self.ctx.mb.create_group(name).await {
+            Ok(g) => {
+                self.ctx.store.set_id("group", &key, g.id).await?;
+                Ok(Found {
+                    id: g.id,
+                    created: true,
+                })
+            }
+            Err(e) if e.is_duplicate() => match self.find_group(name).await? {
+                Some(id) => Ok(Found { id, created: false }),
+                None => Err(JobError::NotYet(format!(
+                    "group {name:?} reported as existing but not found; it may be being deleted"
+                ))),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the user in one POST (with attributes and memberships) or finds it when the
+    /// email is taken. Returns the user and whether it was created.
+    pub async fn create_or_find_user(&self, new: NewUser) -> Result<(User, bool), JobError> {
+        match self.ctx.mb.create_user(&new).await {
+            Ok(u) => Ok((u, true)),
+            Err(e) if e.is_duplicate() => match self.ctx.mb.find_user_by_email(&new.email).await? {
+                Some(u) => Ok((u, false)),
+                None => Err(JobError::NotYet(format!(
+                    "user {} reported as existing but not found",
+                    new.email
+                ))),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `NewUser` with All Users always in the memberships (Metabase refuses the list otherwise).
+    pub fn new_user(
+        &self,
+        email: &str,
+        first_name: Option<&str>,
+        last_name: Option<&str>,
+        groups: &[i64],
+        attributes: BTreeMap<String, Value>,
+    ) -> NewUser {
+        let mut memberships = vec![MembershipRef::group(self.ctx.builtin.all_users)];
+        memberships.extend(
+            groups
+                .iter()
+                .filter(|g| **g != self.ctx.builtin.all_users)
+                .map(|g| MembershipRef::group(*g)),
+        );
+        NewUser {
+            email: email.trim().to_lowercase(),
+            first_name: first_name.map(str::to_string),
+            last_name: last_name.map(str::to_string),
+            user_group_memberships: Some(memberships),
+            login_attributes: (!attributes.is_empty()).then_some(attributes),
+        }
+    }
+
+    /// Brings an existing user to: active, these names (when given), these attributes merged
+    /// (`None` removes a key), and a member of `groups`. Only what differs is sent.
+    pub async fn reconcile_user(
+        &self,
+        user: &User,
+        first_name: Option<&str>,
+        last_name: Option<&str>,
+        attributes: &BTreeMap<String, Option<Value>>,
+        groups: &[i64],
+    ) -> Result<User, JobError> {
+        let mut user = user.clone();
+        if !user.is_active {
+            user = self.ctx.mb.reactivate_user(user.id).await?;
+        }
+        let mut update = UserUpdate::default();
+        if first_name.is_some() && user.first_name.as_deref() != first_name {
+            update.first_name = first_name.map(str::to_string);
+        }
+        if last_name.is_some() && user.last_name.as_deref() != last_name {
+            update.last_name = last_name.map(str::to_string);
+        }
+        let current = user.login_attributes.clone().unwrap_or_default();
+        let merged = merge_attributes(&current, attributes);
+        if merged != current {
+            // PUT replaces the whole map, so the merged map is sent.
+            update.login_attributes = Some(merged);
+        }
+        if update != UserUpdate::default() {
+            user = self.ctx.mb.update_user(user.id, &update).await?;
+        }
+        let have = self.group_ids(&user).await?;
+        for g in groups {
+            if !have.contains(g) {
+                self.ctx.mb.add_membership(*g, user.id).await?;
+            }
+        }
+        Ok(user)
+    }
+
+    /// A user's group ids, from whichever field the answer carried.
+    pub async fn group_ids(&self, user: &User) -> Result<Vec<i64>, JobError> {
+        if let Some(ids) = &user.group_ids {
+            return Ok(ids.clone());
+        }
+        if let Some(m) = &user.user_group_memberships {
+            return Ok(m.iter().map(|m| m.id).collect());
+        }
+        let full = self.ctx.mb.get_user(user.id).await?;
+        Ok(full
+            .user_group_memberships
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.id)
+            .collect())
+    }
+
+    /// The live (not archived) collection `name` directly under `parent`, created when missing.
+    /// `parent_is_new_tenant` skips the listing of the parent's children when the tenant's group
+    /// was just created, since nothing of the tenant can exist yet.
+    pub async fn ensure_collection(
+        &self,
+        parent: Option<i64>,
+        name: &str,
+        parent_is_new_tenant: bool,
+    ) -> Result<Found, JobError> {
+        let key = collection_key(parent, name);
+        let lock = self
+            .ctx
+            .store
+            .lock(&format!("collection:{key}"), self.ctx.entity_lock_ttl);
+        let guard = lock.acquire(self.ctx.entity_lock_wait).await?;
+        let result = async {
+            if let Some(id) = self.cached_collection(parent, name).await? {
+                return Ok(Found { id, created: false });
+            }
+            if !parent_is_new_tenant {
+                if let Some(c) = self.find_child(parent, name).await? {
+                    self.ctx.store.set_id("collection", &key, c).await?;
+                    return Ok(Found {
+                        id: c,
+                        created: false,
+                    });
+                }
+            }
+            let created = self
+                .ctx
+                .mb
+                .create_collection(&NewCollection {
+                    name: name.to_string(),
+                    description: None,
+                    parent_id: parent,
+                })
+                .await?;
+            let CollectionKey::Id(id) = created.id else {
+                return Err(JobError::Impossible(
+                    "Metabase answered a new collection with id root".into(),
+                ));
+            };
+            self.ctx.store.set_id("collection", &key, id).await?;
+            Ok(Found { id, created: true })
+        }
+        .await;
+        if let Err(e) = guard.release().await {
+            tracing::debug!(error = %e, "collection lock release failed; it expires by itself");
+        }
+        result
+    }
+
+    /// The live collection `name` under `parent`, if any (cache, then the parent's children).
+    pub async fn find_collection(
+        &self,
+        parent: Option<i64>,
+        name: &str,
+    ) -> Result<Option<i64>, JobError> {
+        if let Some(id) = self.cached_collection(parent, name).await? {
+            return Ok(Some(id));
+        }
+        self.find_child(parent, name).await
+    }
+
+    pub async fn forget_collection(&self, parent: Option<i64>, name: &str) -> Result<(), JobError> {
+        self.ctx
+            .store
+            .forget_id("collection", &collection_key(parent, name))
+            .await?;
+        Ok(())
+    }
+
+    async fn cached_collection(
+        &self,
+        parent: Option<i64>,
+        name: &str,
+    ) -> Result<Option<i64>, JobError> {
+        let key = collection_key(parent, name);
+        let Some(id) = self.ctx.store.get_id("collection", &key).await? else {
+            return Ok(None);
+        };
+        match self.ctx.mb.get_collection(id).await {
+            Ok(c) if is_live_child(&c, parent, name) => return Ok(Some(id)),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.ctx.store.forget_id("collection", &key).await?;
+        Ok(None)
+    }
+
+    async fn find_child(&self, parent: Option<i64>, name: &str) -> Result<Option<i64>, JobError> {
+        let candidates = match parent {
+            Some(p) => self.ctx.mb.child_collections(p).await?,
+            None => self.ctx.mb.list_collections(false).await?,
+        };
+        Ok(candidates
+            .into_iter()
+            .filter(|c| is_live_child(c, parent, name))
+            .find_map(|c| match c.id {
+                CollectionKey::Id(id) => Some(id),
+                CollectionKey::Root => None,
+            }))
+    }
+}
+
+fn collection_key(parent: Option<i64>, name: &str) -> String {
+    format!(
+        "{}:{}",
+        parent.map_or("root".to_string(), |p| p.to_string()),
+        name.to_lowercase()
+    )
+}
+
+fn is_live_child(c: &Collection, parent: Option<i64>, name: &str) -> bool {
+    !c.archived && c.personal_owner_id.is_none() && c.name == name && c.parent_id() == parent
+}
+
+/// `current` with `changes` applied: a value sets the key (as a string, the way Metabase stores
+/// it), `None` removes it.
+pub fn merge_attributes(
+    current: &BTreeMap<String, Value>,
+    changes: &BTreeMap<String, Option<Value>>,
+) -> BTreeMap<String, Value> {
+    let mut out = current.clone();
+    for (k, v) in changes {
+        match v {
+            None | Some(Value::Null) => {
+                out.remove(k);
+            }
+            Some(Value::String(s)) => {
+                out.insert(k.clone(), Value::String(s.clone()));
+            }
+            Some(other) => {
+                out.insert(k.clone(), Value::String(other.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn attributes_merge_stringify_and_remove() {
+        let current: BTreeMap<String, Value> =
+            serde_json::from_value(json!({"organization_id": "41", "region": "eu", "keep": "x"}))
+                .unwrap();
+        let changes: BTreeMap<String, Option<Value>> =
+            serde_json::from_value(json!({"organization_id": 42, "region": null, "plan": "pro"}))
+                .unwrap();
+        assert_eq!(
+            serde_json::to_value(merge_attributes(&current, &changes)).unwrap(),
+            json!({"organization_id": "42", "keep": "x", "plan": "pro"})
+        );
+    }
+}

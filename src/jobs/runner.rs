@@ -1,0 +1,131 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::error::{Classify, ErrorClass};
+use crate::ops::metrics::{self, JobOutcome};
+use crate::queue::{Handler, IncomingJob, JobResult};
+
+use super::{Context, JobError, envelope};
+
+/// The queue's [`Handler`]: parse, de-duplicate, run under a per-job lock, record.
+#[derive(Clone)]
+pub struct JobRunner {
+    ctx: Arc<Context>,
+    max_attempts: u32,
+}
+
+impl JobRunner {
+    pub fn new(ctx: Context, max_attempts: u32) -> Self {
+        JobRunner {
+            ctx: Arc::new(ctx),
+            max_attempts,
+        }
+    }
+}
+
+impl Handler for JobRunner {
+    fn handle(
+        &self,
+        job: IncomingJob,
+    ) -> Pin<Box<dyn Future<Output = JobResult> + Send + 'static>> {
+        let runner = self.clone();
+        Box::pin(async move { runner.handle_one(job).await })
+    }
+}
+
+impl JobRunner {
+    async fn handle_one(&self, incoming: IncomingJob) -> JobResult {
+        let started = Instant::now();
+        let parsed = match envelope::parse(&incoming.body, incoming.message_id.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                let kind = kind_label(&incoming.routing_key);
+                tracing::warn!(kind, routing_key = %incoming.routing_key, error = %e, "invalid message");
+                metrics::job_finished(kind, JobOutcome::Dead, started.elapsed());
+                return JobResult::Failed {
+                    class: ErrorClass::Permanent,
+                    error: format!("invalid message: {e}"),
+                };
+            }
+        };
+        let kind = parsed.job.kind();
+        let span = tracing::info_span!(
+            "job",
+            job_id = %parsed.id,
+            kind,
+            tenant_id = parsed.job.tenant_id().unwrap_or("-"),
+            attempt = incoming.attempt,
+        );
+        async {
+            if let Some(meta) = &parsed.metadata {
+                tracing::debug!(metadata = %serde_json::Value::Object(meta.clone()), "job metadata");
+            }
+            let (outcome, result) = match self.run_once(&parsed).await {
+                Ok(Outcome::Done) => (JobOutcome::Done, JobResult::Done),
+                Ok(Outcome::Duplicate) => (JobOutcome::Duplicate, JobResult::Done),
+                Err(e) => {
+                    let class = e.class();
+                    let last = class == ErrorClass::Permanent || incoming.attempt >= self.max_attempts;
+                    tracing::warn!(class = %class, error = %e, "job failed");
+                    let outcome = if last { JobOutcome::Dead } else { JobOutcome::Retried };
+                    (outcome, JobResult::Failed { class, error: e.to_string() })
+                }
+            };
+            if outcome == JobOutcome::Done {
+                tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "job done");
+            }
+            metrics::job_finished(kind, outcome, started.elapsed());
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_once(&self, parsed: &envelope::ParsedJob) -> Result<Outcome, JobError> {
+        let ctx = &self.ctx;
+        if ctx.store.is_done(&parsed.id).await? {
+            tracing::info!("job already completed; acknowledging without calling Metabase");
+            return Ok(Outcome::Duplicate);
+        }
+        // Two replicas may hold the same job (a redelivery, a duplicate publish): one runs it,
+        // the other retries later and then finds it done.
+        let lock = ctx
+            .store
+            .lock(&format!("job:{}", parsed.id), ctx.entity_lock_ttl);
+        let guard = lock
+            .acquire(ctx.entity_lock_wait)
+            .await
+            .map_err(|e| JobError::NotYet(format!("job is running on another worker ({e})")))?;
+        let result = async {
+            if ctx.store.is_done(&parsed.id).await? {
+                return Ok(Outcome::Duplicate);
+            }
+            super::run(ctx, &parsed.job).await?;
+            ctx.store.mark_done(&parsed.id).await?;
+            Ok(Outcome::Done)
+        }
+        .await;
+        if let Err(e) = guard.release().await {
+            tracing::debug!(error = %e, "job lock release failed; it expires by itself");
+        }
+        result
+    }
+}
+
+enum Outcome {
+    Done,
+    Duplicate,
+}
+
+/// A bounded label for metrics: a known kind, else `unknown`.
+fn kind_label(routing_key: &str) -> &'static str {
+    envelope::KINDS
+        .iter()
+        .find(|k| **k == routing_key)
+        .copied()
+        .unwrap_or("unknown")
+}

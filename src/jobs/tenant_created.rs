@@ -1,0 +1,176 @@
+//! `tenant.created`: group, user, collection, collection access, data access (CONTRACT.md §4).
+//!
+//! A brand-new tenant costs three creating requests (group, user with its attributes and
+//! memberships, collection) plus its share of two coalesced graph writes. Re-runs read first and
+//! write only what is missing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::graph::access::{db_perms, sandboxed_tables};
+use crate::graph::data::still_needed;
+use crate::graph::{CollectionOp, DataAccess, DataChange};
+use crate::metabase::models::{CollectionAccess, CollectionKey, Sandbox};
+
+use super::payloads::{CollectionLevel, SandboxSpec, TenantCreated};
+use super::{Context, JobError, policy};
+
+/// The group of a tenant: part of the public contract.
+pub fn group_name(tenant_id: &str) -> String {
+    format!("Tenant: {tenant_id}")
+}
+
+/// The collection of a tenant: part of the public contract.
+pub fn collection_name(tenant_name: &str) -> String {
+    format!("{tenant_name} Dashboards")
+}
+
+pub async fn run(ctx: &Context, t: &TenantCreated) -> Result<(), JobError> {
+    let dir = ctx.directory();
+    let group = dir.ensure_group(&group_name(&t.tenant_id)).await?;
+    if ctx.builtin.all.contains(&group.id) {
+        return Err(JobError::Policy(format!(
+            "group {} is a built-in group",
+            group.id
+        )));
+    }
+
+    let mut attributes = BTreeMap::from([(
+        "organization_id".to_string(),
+        Value::String(t.tenant_id.clone()),
+    )]);
+    if let Some(s) = &t.sandbox {
+        attributes.insert(s.attribute.clone(), Value::String(t.tenant_id.clone()));
+    }
+    let person = &t.admin_user;
+    let new = dir.new_user(
+        &person.email,
+        person.first_name.as_deref(),
+        person.last_name.as_deref(),
+        &[group.id],
+        attributes.clone(),
+    );
+    let (user, created) = dir.create_or_find_user(new).await?;
+    if !created {
+        if user.is_superuser {
+            tracing::info!(
+                user = user.id,
+                "tenant admin user is a Metabase superuser; memberships and attributes still apply"
+            );
+        }
+        let changes = attributes.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        dir.reconcile_user(&user, None, None, &changes, &[group.id])
+            .await?;
+    }
+
+    let collection = dir
+        .ensure_collection(
+            t.shared_collection_id,
+            &collection_name(&t.tenant_name),
+            group.created,
+        )
+        .await?;
+
+    let named = BTreeSet::from([group.id]);
+    let data = data_change(ctx, t, group.id, group.created).await?;
+    policy::check_data_change(&data, &named, &ctx.builtin).map_err(JobError::Policy)?;
+    let access = match t.collection_access {
+        CollectionLevel::Read => CollectionAccess::Read,
+        CollectionLevel::Write => CollectionAccess::Write,
+    };
+    let mut ops = vec![CollectionOp::Set {
+        group: group.id,
+        collection: CollectionKey::Id(collection.id),
+        access,
+    }];
+    if t.isolate_collection {
+        ops.push(CollectionOp::Isolate {
+            collection: collection.id,
+            keep: named.clone(),
+        });
+    }
+    policy::check_collection_ops(&ops, &named, &ctx.builtin).map_err(JobError::Policy)?;
+
+    let (d, c) = tokio::join!(
+        ctx.writer.write_data(data),
+        ctx.writer.write_collections(ops)
+    );
+    d?;
+    c?;
+    Ok(())
+}
+
+/// The tenant group's wanted access to its database. For a group created by this very job the
+/// values are written blind (it holds a copy of All Users' access, which must be overwritten
+/// anyway); otherwise the group's slice is read and only what differs is written.
+async fn data_change(
+    ctx: &Context,
+    t: &TenantCreated,
+    group: i64,
+    fresh: bool,
+) -> Result<DataChange, JobError> {
+    let mut change = DataChange::set(group, t.database_id, db_perms(t.data_access, ctx.features));
+    if t.data_access == DataAccess::Sandboxed {
+        let spec = t
+            .sandbox
+            .as_ref()
+            .ok_or_else(|| JobError::Impossible("sandboxed access without a sandbox".into()))?;
+        let (perms, sandboxes) = sandbox_change(ctx, t.database_id, group, spec, fresh).await?;
+        change.put(group, t.database_id, perms);
+        change.sandboxes = sandboxes;
+    }
+    if fresh {
+        return Ok(change);
+    }
+    let current = ctx.mb.data_graph_for_group(group).await?;
+    Ok(still_needed(&current.groups, &change))
+}
+
+/// Table-level values and one sandbox per table. Existing sandboxes of the group are updated by
+/// id rather than inserted again (a duplicate insert is a 500 in Metabase).
+pub async fn sandbox_change(
+    ctx: &Context,
+    database_id: i64,
+    group: i64,
+    spec: &SandboxSpec,
+    fresh: bool,
+) -> Result<(crate::metabase::models::DbPerms, Vec<Sandbox>), JobError> {
+    if !ctx.features.sandboxes {
+        return Err(JobError::Impossible(
+            "this Metabase has no sandboxes feature (a Pro or Enterprise token is needed for data_access \"sandboxed\")".into(),
+        ));
+    }
+    let mut tables = Vec::new();
+    for t in &spec.tables {
+        let table = ctx.mb.get_table(t.table_id).await?;
+        if table.db_id != database_id {
+            return Err(JobError::Impossible(format!(
+                "table {} is in database {}, not {database_id}",
+                t.table_id, table.db_id
+            )));
+        }
+        tables.push((table.graph_schema().to_string(), t.table_id));
+    }
+    let existing = if fresh {
+        Vec::new()
+    } else {
+        ctx.mb.list_sandboxes(Some(group)).await?
+    };
+    let sandboxes = spec
+        .tables
+        .iter()
+        .map(|t| {
+            let mut s =
+                Sandbox::filter_by_attribute(group, t.table_id, &spec.attribute, t.field_id);
+            if let Some(old) = existing
+                .iter()
+                .find(|e| e.group_id == Some(group) && e.table_id == Some(t.table_id))
+            {
+                s.id = old.id;
+            }
+            s
+        })
+        .collect();
+    Ok((sandboxed_tables(&tables, ctx.features), sandboxes))
+}

@@ -1,0 +1,380 @@
+//! Planning: what must change for Metabase to match a document. Pure: the caller reads the
+//! state, this decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::graph::data::DataChange;
+use crate::graph::granular::satisfies;
+use crate::graph::{CollectionOp, Features};
+use crate::metabase::models::{
+    CollectionGraph, CollectionKey, DataGroups, DbPerms, Granular, Id, Sandbox, SchemaLevel,
+    SchemasValue,
+};
+
+use super::document::{DbSpec, Document};
+
+/// What Metabase holds now, for the groups a document names.
+#[derive(Clone, Debug, Default)]
+pub struct CurrentState {
+    /// Existing groups: lower-cased name -> id.
+    pub groups: BTreeMap<String, i64>,
+    /// The named groups' slices of the data graph.
+    pub data: DataGroups,
+    pub collections: CollectionGraph,
+    /// Table id -> schema (`""` for none), for every table the document names.
+    pub table_schemas: BTreeMap<i64, String>,
+    /// The named groups' sandboxes.
+    pub sandboxes: Vec<Sandbox>,
+    pub features: Features,
+}
+
+/// One line of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanLine {
+    pub group: String,
+    pub what: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl fmt::Display for PlanLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "~ group {:?} {}: {} -> {}",
+            self.group, self.what, self.from, self.to
+        )
+    }
+}
+
+/// The changes a document needs.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Groups to create first (their access is planned after they exist).
+    pub create_groups: Vec<String>,
+    pub lines: Vec<PlanLine>,
+    pub data: DataChange,
+    pub collections: Vec<CollectionOp>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.create_groups.is_empty() && self.lines.is_empty()
+    }
+
+    /// One line per change, as `mbprov plan` prints them.
+    pub fn render(&self) -> Vec<String> {
+        self.create_groups
+            .iter()
+            .map(|g| format!("+ group {g:?}: create"))
+            .chain(self.lines.iter().map(ToString::to_string))
+            .collect()
+    }
+}
+
+/// Plans `doc` against `state`. Groups missing from `state` are only listed for creation.
+pub fn plan(doc: &Document, state: &CurrentState) -> Result<Plan, String> {
+    let mut out = Plan::default();
+    for (name, spec) in &doc.groups {
+        let Some(&gid) = state.groups.get(&name.to_lowercase()) else {
+            out.create_groups.push(name.clone());
+            continue;
+        };
+        for (db_key, db_spec) in &spec.data {
+            let db: i64 = db_key
+                .parse()
+                .map_err(|_| format!("database {db_key:?} is not an id"))?;
+            let wanted = wanted_perms(db_spec, state)?;
+            let have = state
+                .data
+                .get(&Id(gid))
+                .and_then(|d| d.get(&Id(db)))
+                .cloned()
+                .unwrap_or_default();
+            let mut changed = DbPerms::default();
+            let mut line = |what: &str, from: String, to: String| {
+                out.lines.push(PlanLine {
+                    group: name.clone(),
+                    what: format!("database {db} {what}"),
+                    from,
+                    to,
+                });
+            };
+            if let Some(w) = &wanted.view_data {
+                if !satisfies(have.view_data.as_ref(), w) {
+                    line("view-data", show(have.view_data.as_ref()), show(Some(w)));
+                    changed.view_data = Some(w.clone());
+                }
+            }
+            if let Some(w) = &wanted.create_queries {
+                if !satisfies(have.create_queries.as_ref(), w) {
+                    line(
+                        "create-queries",
+                        show(have.create_queries.as_ref()),
+                        show(Some(w)),
+                    );
+                    changed.create_queries = Some(w.clone());
+                }
+            }
+            if let Some(w) = &wanted.download {
+                let h = have.download.as_ref().map(|d| &d.schemas);
+                if !satisfies(h, &w.schemas) {
+                    line("download", show(h), show(Some(&w.schemas)));
+                    changed.download = Some(w.clone());
+                }
+            }
+            if let Some(w) = &wanted.data_model {
+                let h = have.data_model.as_ref().map(|d| &d.schemas);
+                if !satisfies(h, &w.schemas) {
+                    line("data-model", show(h), show(Some(&w.schemas)));
+                    changed.data_model = Some(w.clone());
+                }
+            }
+            if let Some(w) = &wanted.details {
+                let h = have
+                    .details
+                    .clone()
+                    .unwrap_or(crate::metabase::models::YesNo::No);
+                if h != *w {
+                    line("details", h.to_string(), w.to_string());
+                    changed.details = Some(w.clone());
+                }
+            }
+            if changed != DbPerms::default() {
+                out.data.put(gid, db, changed);
+            }
+            for (table_key, t) in &db_spec.tables {
+                let Some(sb) = &t.sandbox else { continue };
+                let table: i64 = table_key
+                    .parse()
+                    .map_err(|_| format!("table {table_key:?} is not an id"))?;
+                let mut want = Sandbox::filter_by_attribute(gid, table, &sb.attribute, sb.field_id);
+                let existing = state
+                    .sandboxes
+                    .iter()
+                    .find(|s| s.group_id == Some(gid) && s.table_id == Some(table));
+                if existing.is_some_and(|e| {
+                    e.attribute_remappings == want.attribute_remappings && e.card_id.is_none()
+                }) {
+                    continue;
+                }
+                out.lines.push(PlanLine {
+                    group: name.clone(),
+                    what: format!("table {table} sandbox"),
+                    from: existing.map_or("none".into(), |e| {
+                        serde_json::to_string(&e.attribute_remappings).unwrap_or_default()
+                    }),
+                    to: format!("{} = field {}", sb.attribute, sb.field_id),
+                });
+                want.id = existing.and_then(|e| e.id);
+                out.data.sandboxes.push(want);
+            }
+        }
+        for (key, access) in &spec.collections {
+            let collection: CollectionKey = key.parse()?;
+            let have = state.collections.access(gid, collection);
+            if have != *access {
+                out.lines.push(PlanLine {
+                    group: name.clone(),
+                    what: format!("collection {collection}"),
+                    from: have.to_string(),
+                    to: access.to_string(),
+                });
+                out.collections.push(CollectionOp::Set {
+                    group: gid,
+                    collection,
+                    access: access.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The graph values a database entry of the document asks for.
+fn wanted_perms(spec: &DbSpec, state: &CurrentState) -> Result<DbPerms, String> {
+    let mut perms = DbPerms {
+        view_data: spec.view_data.clone().map(Granular::All),
+        create_queries: spec.create_queries.clone().map(Granular::All),
+        download: spec
+            .download
+            .clone()
+            .map(|d| SchemasValue::new(Granular::All(d))),
+        data_model: spec
+            .data_model
+            .clone()
+            .map(|d| SchemasValue::new(Granular::All(d))),
+        details: spec.details.clone(),
+        ..DbPerms::default()
+    };
+    let mut view = BTreeMap::new();
+    let mut create = BTreeMap::new();
+    let mut download = BTreeMap::new();
+    for (key, t) in &spec.tables {
+        let table: i64 = key
+            .parse()
+            .map_err(|_| format!("table {key:?} is not an id"))?;
+        let schema = state
+            .table_schemas
+            .get(&table)
+            .ok_or_else(|| format!("table {table} was not found in Metabase"))?;
+        let at = (schema.clone(), table);
+        if let Some(v) = &t.view_data {
+            view.insert(at.clone(), v.clone());
+        }
+        if let Some(v) = &t.create_queries {
+            create.insert(at.clone(), v.clone());
+        }
+        if let Some(v) = &t.download {
+            download.insert(at, v.clone());
+        }
+    }
+    // Table values go over the database value; a database value cannot go with table values of
+    // the same permission (Metabase would need every other table spelled out).
+    if !view.is_empty() {
+        if perms.view_data.is_some() {
+            return Err("view-data is given for the database and for tables; give one".into());
+        }
+        perms.view_data = Some(granular(view));
+    }
+    if !create.is_empty() {
+        if perms.create_queries.is_some() {
+            return Err("create-queries is given for the database and for tables; give one".into());
+        }
+        perms.create_queries = Some(granular(create));
+    }
+    if !download.is_empty() {
+        if perms.download.is_some() {
+            return Err("download is given for the database and for tables; give one".into());
+        }
+        perms.download = Some(SchemasValue::new(granular(download)));
+    }
+    Ok(perms)
+}
+
+fn granular<T: Clone>(cells: BTreeMap<(String, i64), T>) -> Granular<T> {
+    let mut schemas: BTreeMap<String, BTreeMap<Id, T>> = BTreeMap::new();
+    for ((schema, table), v) in cells {
+        schemas.entry(schema).or_default().insert(Id(table), v);
+    }
+    Granular::Schemas(
+        schemas
+            .into_iter()
+            .map(|(s, t)| (s, SchemaLevel::Tables(t)))
+            .collect(),
+    )
+}
+
+fn show<T: serde::Serialize>(v: Option<&Granular<T>>) -> String {
+    match v {
+        None => "(lowest)".into(),
+        Some(g) => serde_json::to_string(g)
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string(),
+    }
+}
+
+/// Groups a document names that a message may not touch.
+pub fn builtin_groups_named(doc: &Document) -> BTreeSet<String> {
+    doc.groups
+        .keys()
+        .filter(|n| crate::jobs::policy::is_builtin_group_name(n))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(yaml: &str) -> Document {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    fn state() -> CurrentState {
+        CurrentState {
+            groups: BTreeMap::from([("analysts".into(), 5)]),
+            data: serde_json::from_value(
+                json!({"5": {"2": {"view-data": "unrestricted", "create-queries": "no"}}}),
+            )
+            .unwrap(),
+            collections: serde_json::from_value(
+                json!({"revision": 3, "groups": {"5": {"1": "read"}}}),
+            )
+            .unwrap(),
+            table_schemas: BTreeMap::from([(1, "PUBLIC".into()), (2, "PUBLIC".into())]),
+            sandboxes: vec![],
+            features: Features::default(),
+        }
+    }
+
+    #[test]
+    fn plans_only_what_differs() {
+        let d = doc(r#"
+version: 1
+groups:
+  Analysts:
+    data:
+      "2": {view-data: unrestricted, create-queries: query-builder}
+    collections: {"1": read, root: none}
+"#);
+        let p = plan(&d, &state()).unwrap();
+        assert_eq!(
+            p.render(),
+            vec![
+                r#"~ group "Analysts" database 2 create-queries: no -> query-builder"#.to_string()
+            ]
+        );
+        assert_eq!(
+            serde_json::to_value(&p.data.groups).unwrap(),
+            json!({"5": {"2": {"create-queries": "query-builder"}}})
+        );
+        assert!(p.collections.is_empty());
+    }
+
+    #[test]
+    fn missing_groups_are_created_first_and_tables_resolve_schemas() {
+        let d = doc(r#"
+version: 1
+groups:
+  New Team: {collections: {root: read}}
+  Analysts:
+    data:
+      "1":
+        tables:
+          "1": {view-data: sandboxed, create-queries: query-builder, sandbox: {field_id: 11}}
+    collections: {"1": write}
+"#);
+        let p = plan(&d, &state()).unwrap();
+        let lines = p.render();
+        assert_eq!(lines[0], r#"+ group "New Team": create"#);
+        assert!(
+            lines.contains(&r#"~ group "Analysts" collection 1: read -> write"#.to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("table 1 sandbox")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            serde_json::to_value(&p.data.groups).unwrap(),
+            json!({"5": {"1": {"view-data": {"PUBLIC": {"1": "sandboxed"}}, "create-queries": {"PUBLIC": {"1": "query-builder"}}}}})
+        );
+        assert_eq!(p.data.sandboxes.len(), 1);
+        assert_eq!(p.collections.len(), 1);
+    }
+
+    #[test]
+    fn unknown_tables_are_an_error() {
+        let d = doc(
+            "version: 1\ngroups: {Analysts: {data: {\"1\": {tables: {\"99\": {create-queries: \"no\"}}}}}}",
+        );
+        assert_eq!(
+            plan(&d, &state()).unwrap_err(),
+            "table 99 was not found in Metabase"
+        );
+    }
+}
