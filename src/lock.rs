@@ -249,6 +249,12 @@ async fn watchdog(
         invocation.key(&lock.key).arg(&token).arg(millis(lock.ttl));
         let extended: Result<i64, _> = tokio::select! {
             _ = stop.cancelled() => return,
+            // A hung Redis must not keep the holder believing past the lock's possible expiry.
+            _ = tokio::time::sleep_until(valid_until) => {
+                tracing::warn!(key = %lock.key, "lock expired while Redis did not answer");
+                lost.cancel();
+                return;
+            }
             r = invocation.invoke_async(&mut conn) => r,
         };
         match extended {

@@ -200,3 +200,57 @@ async fn acquisition_waits_for_a_release() {
     let second = waiter.await.unwrap().unwrap();
     assert_eq!(second.release().await.unwrap(), Release::Released);
 }
+
+/// A TCP relay to Redis that the test can cut, to simulate an outage seen by one process only.
+struct Relay {
+    addr: std::net::SocketAddr,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accepted = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:6379").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accepted.lock().unwrap().push(relay);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Relay { addr, tasks }
+    }
+
+    /// Closes the listener and every relayed connection: Redis is now unreachable through it.
+    fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn loss_is_detected_when_redis_stays_unreachable() {
+    let relay = Relay::start().await;
+    let client = redis::Client::open(format!("redis://{}/", relay.addr)).unwrap();
+    let through_relay = ConnectionManager::new(client).await.unwrap();
+    let key = fresh_key("outage");
+    let lock = RedisLock::new(through_relay, key.clone(), Duration::from_millis(600));
+    let guard = lock.acquire(Duration::ZERO).await.unwrap();
+    relay.cut();
+    tokio::time::timeout(DEADLINE, guard.lost()).await.unwrap();
+    assert!(guard.is_lost());
+    // Redis itself never lost the key's expiry: it frees without anyone deleting it.
+    let mut c = conn().await;
+    let deadline = Instant::now() + DEADLINE;
+    while value_of(&mut c, &key).await.is_some() {
+        assert!(Instant::now() < deadline, "the key outlived its ttl");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
