@@ -174,7 +174,7 @@ fn chosen(held: &[Held], selection: &Selection) -> Vec<usize> {
 }
 
 fn progress(verb: &str, done: usize, total: usize) {
-    if total > PROGRESS_EVERY && (done % PROGRESS_EVERY == 0 || done == total) {
+    if total > PROGRESS_EVERY && (done.is_multiple_of(PROGRESS_EVERY) || done == total) {
         eprintln!("{verb} {done}/{total}");
     }
 }
