@@ -9,6 +9,19 @@ use std::pin::Pin;
 
 use crate::error::ErrorClass;
 
+pub mod broker;
+pub mod consumer;
+pub mod dead_letters;
+pub mod envelope_id;
+pub mod headers;
+pub mod retry;
+pub mod settle;
+pub mod topology;
+
+pub use broker::{Broker, QueueError, QueueStats};
+pub use consumer::{WorkerQueueConfig, run_worker};
+pub use envelope_id::envelope_id;
+
 /// One delivery, as the handler sees it.
 #[derive(Clone, Debug)]
 pub struct IncomingJob {

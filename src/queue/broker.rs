@@ -1,0 +1,192 @@
+//! One connection to RabbitMQ with a publisher-confirm channel, as every command uses it: connect,
+//! declare the topology, publish with confirms, read queue depths.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use super::topology::Topology;
+use crate::error::{Classify, ErrorClass};
+
+/// A failure talking to RabbitMQ. Every one of them is transient: the broker or the network
+/// may come back, and the message stays where it was.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot connect to RabbitMQ at {url}: {source}")]
+    Connect { url: String, source: lapin::Error },
+    #[error("RabbitMQ refused to {what}: {source}")]
+    Amqp { what: String, source: lapin::Error },
+    #[error("RabbitMQ did not confirm the message published to {target}")]
+    Nacked { target: String },
+    #[error(
+        "RabbitMQ had no queue for the message published to {target}; is the topology declared?"
+    )]
+    Unroutable { target: String },
+}
+
+impl Classify for QueueError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Transient
+    }
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redacted(amqp_url: &str) -> String {
+    match url::Url::parse(amqp_url) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparsable AMQP URL>".into(),
+    }
+}
+
+/// Opens a connection, refusing to leak the password into the error.
+pub async fn connect(amqp_url: &str) -> Result<Connection, QueueError> {
+    Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .map_err(|source| QueueError::Connect {
+            url: redacted(amqp_url),
+            source,
+        })
+}
+
+/// A channel in confirm mode: every publish on it is acknowledged by the broker.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, QueueError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|source| amqp("open a channel", source))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|source| amqp("enable publisher confirms", source))?;
+    Ok(channel)
+}
+
+pub(crate) fn amqp(what: &str, source: lapin::Error) -> QueueError {
+    QueueError::Amqp {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// Publishes one message and waits until the broker has it (`mandatory`, so a message no queue
+/// takes is an error rather than silently dropped). Only after `Ok` may the caller acknowledge
+/// the message this one replaces.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), QueueError> {
+    let target = format!("exchange {exchange:?} with routing key {routing_key:?}");
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            body,
+            properties,
+        )
+        .await
+        .map_err(|source| amqp(&format!("publish to {target}"), source))?
+        .await
+        .map_err(|source| amqp(&format!("confirm the publish to {target}"), source))?;
+    if !confirm.is_ack() {
+        return Err(QueueError::Nacked { target });
+    }
+    if confirm.take_message().is_some() {
+        return Err(QueueError::Unroutable { target });
+    }
+    Ok(())
+}
+
+/// One queue's depth, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    pub name: String,
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// A connection for the short-lived commands (`publish`, `dlq`, `status`), with the topology
+/// declared.
+pub struct Broker {
+    connection: Connection,
+    channel: Channel,
+    topology: Topology,
+}
+
+impl Broker {
+    /// Connects and declares the topology, as every command that touches the broker must.
+    pub async fn connect(amqp_url: &str, topology: Topology) -> Result<Self, QueueError> {
+        let connection = connect(amqp_url).await?;
+        let channel = confirm_channel(&connection).await?;
+        topology.declare(&channel).await?;
+        Ok(Self {
+            connection,
+            channel,
+            topology,
+        })
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), QueueError> {
+        publish_confirmed(&self.channel, exchange, routing_key, body, properties).await
+    }
+
+    /// Depth and consumers of every queue of the topology (passive declares: nothing changes).
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStats>, QueueError> {
+        let mut stats = Vec::new();
+        for name in self.topology.queues() {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let queue = self
+                .channel
+                .queue_declare(name.clone().into(), passive, FieldTable::default())
+                .await
+                .map_err(|source| amqp(&format!("inspect queue {name}"), source))?;
+            stats.push(QueueStats {
+                name,
+                messages: queue.message_count(),
+                consumers: queue.consumer_count(),
+            });
+        }
+        Ok(stats)
+    }
+
+    /// Consumers of the work queue: how many workers are taking jobs right now.
+    pub async fn consumer_count(&self) -> Result<u32, QueueError> {
+        let stats = self.queue_stats().await?;
+        Ok(stats.first().map_or(0, |s| s.consumers))
+    }
+
+    /// Closes cleanly; anything read but not acknowledged goes back to its queue.
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "bye".into()).await;
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
