@@ -8,6 +8,15 @@ use mbprov::cli;
 #[derive(Parser, Debug)]
 #[command(name = "mbprov", version, about)]
 struct Cli {
+    /// Log format: readable `text` or `json` lines; levels come from RUST_LOG.
+    #[arg(
+        long,
+        global = true,
+        env = "MBPROV_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: mbprov::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,12 +31,20 @@ enum Command {
     Dlq(cli::dlq::DlqArgs),
     /// Depth of the work, retry and dead-letter queues, and the number of consumers.
     Status(cli::status::StatusArgs),
+    /// Print the changes needed for Metabase to match a permissions document (exit 2: drift).
+    Plan(cli::plan::PlanArgs),
+    /// Make Metabase match a permissions document, then check that no drift remains.
+    Apply(cli::plan::PlanArgs),
     /// An emulator of the Metabase API, for tests and for trying the pipeline.
     FakeMetabase(mbprov::emulator::EmulatorOptions),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = mbprov::telemetry::init(cli.log_format) {
+        eprintln!("mbprov: {e}");
+        return ExitCode::from(1);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,6 +61,8 @@ fn main() -> ExitCode {
             Command::Publish(args) => cli::publish::run(args).await,
             Command::Dlq(args) => cli::dlq::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
+            Command::Plan(args) => cli::plan::plan(args).await,
+            Command::Apply(args) => cli::plan::apply(args).await,
             Command::FakeMetabase(opts) => cli::report(mbprov::emulator::serve(opts).await),
         }
     })

@@ -5,6 +5,8 @@ use std::fmt::Display;
 use std::process::ExitCode;
 
 pub mod dlq;
+pub mod instance;
+pub mod plan;
 pub mod publish;
 pub mod status;
 pub mod worker;

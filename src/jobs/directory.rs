@@ -204,14 +204,12 @@ impl<'a> Directory<'a> {
             if let Some(id) = self.cached_collection(parent, name).await? {
                 return Ok(Found { id, created: false });
             }
-            if !parent_is_new_tenant {
-                if let Some(c) = self.find_child(parent, name).await? {
-                    self.ctx.store.set_id("collection", &key, c).await?;
-                    return Ok(Found {
-                        id: c,
-                        created: false,
-                    });
-                }
+            if !parent_is_new_tenant && let Some(c) = self.find_child(parent, name).await? {
+                self.ctx.store.set_id("collection", &key, c).await?;
+                return Ok(Found {
+                    id: c,
+                    created: false,
+                });
             }
             let created = self
                 .ctx

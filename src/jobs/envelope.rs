@@ -3,12 +3,9 @@
 //! Anything malformed is an [`InvalidJob`] naming the field, which the worker dead-letters as
 //! permanent before any Metabase call.
 
-use std::collections::BTreeMap;
-
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::payloads::{
     PermissionsApplied, TenantCreated, TenantDeleted, UserDeactivated, UserUpserted, UsersSynced,
@@ -115,7 +112,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<ParsedJob, Invalid
         ));
     }
     let envelope: Envelope = from_slice_with_path(body, "")?;
-    let id = job_id(&envelope, message_id)?;
+    let id = job_id(&envelope, body, message_id)?;
     let job = match envelope.kind.as_str() {
         "tenant.created" => Job::TenantCreated(payload(&envelope.payload)?),
         "tenant.deleted" => Job::TenantDeleted(payload(&envelope.payload)?),
@@ -184,9 +181,13 @@ fn from_slice_with_path<T: DeserializeOwned>(body: &[u8], prefix: &str) -> Resul
     Ok(typed)
 }
 
-/// The envelope's `id`, else the AMQP `message_id`, else a hash of kind and payload (so the
-/// same content published twice without ids still runs once).
-pub fn job_id(envelope: &Envelope, message_id: Option<&str>) -> Result<String, InvalidJob> {
+/// The envelope's `id` when valid; otherwise the queue's rule (message id, then a content hash),
+/// so that the worker, `publish` and `dlq` name a job the same way.
+fn job_id(
+    envelope: &Envelope,
+    body: &[u8],
+    message_id: Option<&str>,
+) -> Result<String, InvalidJob> {
     if let Some(id) = &envelope.id {
         let n = id.chars().count();
         if n == 0 || n > MAX_ID {
@@ -195,40 +196,9 @@ pub fn job_id(envelope: &Envelope, message_id: Option<&str>) -> Result<String, I
                 format!("must be 1 to {MAX_ID} characters, got {n}"),
             ));
         }
-        return Ok(id.clone());
     }
-    if let Some(mid) = message_id.filter(|m| !m.is_empty() && m.chars().count() <= MAX_ID) {
-        return Ok(mid.to_string());
-    }
-    Ok(content_hash(&envelope.kind, &envelope.payload))
-}
-
-/// `sha256:` + hex of kind, a newline, and the payload in canonical JSON (sorted keys).
-pub fn content_hash(kind: &str, payload: &Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(kind.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(canonical(payload).as_bytes());
-    format!("sha256:{}", hex::encode(hasher.finalize()))
-}
-
-fn canonical(v: &Value) -> String {
-    match v {
-        Value::Object(map) => {
-            let sorted: BTreeMap<&String, String> =
-                map.iter().map(|(k, v)| (k, canonical(v))).collect();
-            let inner: Vec<String> = sorted
-                .into_iter()
-                .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
-                .collect();
-            format!("{{{}}}", inner.join(","))
-        }
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(canonical).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
-    }
+    let message_id = message_id.filter(|m| m.chars().count() <= MAX_ID);
+    Ok(crate::queue::envelope_id(body, message_id))
 }
 
 /// `tenant_id`: a string of 1 to 100 characters; an integer is read as its decimal string.

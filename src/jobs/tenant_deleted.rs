@@ -44,10 +44,10 @@ pub async fn run(ctx: &Context, t: &TenantDeleted) -> Result<(), JobError> {
     c?;
     if ctx.features.sandboxes {
         for s in ctx.mb.list_sandboxes(Some(group)).await? {
-            if let (Some(id), Some(g)) = (s.id, s.group_id) {
-                if g == group {
-                    ctx.mb.delete_sandbox(id).await?;
-                }
+            if let (Some(id), Some(g)) = (s.id, s.group_id)
+                && g == group
+            {
+                ctx.mb.delete_sandbox(id).await?;
             }
         }
     }

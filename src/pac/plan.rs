@@ -101,21 +101,21 @@ pub fn plan(doc: &Document, state: &CurrentState) -> Result<Plan, String> {
                     to,
                 });
             };
-            if let Some(w) = &wanted.view_data {
-                if !satisfies(have.view_data.as_ref(), w) {
-                    line("view-data", show(have.view_data.as_ref()), show(Some(w)));
-                    changed.view_data = Some(w.clone());
-                }
+            if let Some(w) = &wanted.view_data
+                && !satisfies(have.view_data.as_ref(), w)
+            {
+                line("view-data", show(have.view_data.as_ref()), show(Some(w)));
+                changed.view_data = Some(w.clone());
             }
-            if let Some(w) = &wanted.create_queries {
-                if !satisfies(have.create_queries.as_ref(), w) {
-                    line(
-                        "create-queries",
-                        show(have.create_queries.as_ref()),
-                        show(Some(w)),
-                    );
-                    changed.create_queries = Some(w.clone());
-                }
+            if let Some(w) = &wanted.create_queries
+                && !satisfies(have.create_queries.as_ref(), w)
+            {
+                line(
+                    "create-queries",
+                    show(have.create_queries.as_ref()),
+                    show(Some(w)),
+                );
+                changed.create_queries = Some(w.clone());
             }
             if let Some(w) = &wanted.download {
                 let h = have.download.as_ref().map(|d| &d.schemas);
