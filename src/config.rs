@@ -10,7 +10,11 @@ use clap::Args;
 #[derive(Args, Clone, Debug)]
 pub struct BrokerArgs {
     /// RabbitMQ URL (`amqp://` or `amqps://`).
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// Prefix of every exchange, queue and Redis key.
     #[arg(long, env = "MBPROV_PREFIX", default_value = "mbprov")]
@@ -74,7 +78,8 @@ pub struct RetryDelays(pub Vec<Duration>);
 
 /// `500ms`, `5s`, `2m`, `1h`, `1h30m` (humantime syntax).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration like 5s or 2m: {e}"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like 5s or 2m: {e}"))
 }
 
 fn parse_delays(s: &str) -> Result<RetryDelays, String> {
@@ -101,7 +106,11 @@ mod tests {
         let d = parse_delays("5s, 30s,2m").unwrap();
         assert_eq!(
             d.0,
-            vec![Duration::from_secs(5), Duration::from_secs(30), Duration::from_secs(120)]
+            vec![
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(120)
+            ]
         );
         assert!(parse_delays("").is_err());
         assert!(parse_delays("0s").is_err());

@@ -32,5 +32,6 @@ pub enum JobResult {
 
 /// Runs one job. Implemented by the job layer; knows nothing of AMQP.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, job: IncomingJob) -> Pin<Box<dyn Future<Output = JobResult> + Send + 'static>>;
+    fn handle(&self, job: IncomingJob)
+    -> Pin<Box<dyn Future<Output = JobResult> + Send + 'static>>;
 }

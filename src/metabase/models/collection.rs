@@ -31,7 +31,9 @@ impl FromStr for CollectionKey {
             .ok()
             .filter(|id| *id > 0)
             .map(CollectionKey::Id)
-            .ok_or_else(|| format!("collection key must be a positive integer or \"root\", got {s:?}"))
+            .ok_or_else(|| {
+                format!("collection key must be a positive integer or \"root\", got {s:?}")
+            })
     }
 }
 

@@ -51,7 +51,9 @@ impl<'de> Deserialize<'de> for Id {
                 .parse()
                 .map(Id)
                 .map_err(|_| serde::de::Error::custom(format!("expected a numeric id, got {s:?}"))),
-            other => Err(serde::de::Error::custom(format!("expected an id, got {other}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected an id, got {other}"
+            ))),
         }
     }
 }
@@ -255,11 +257,7 @@ impl<T> SchemasValue<T> {
 /// One group's permissions on one database, in either format.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DbPerms {
-    #[serde(
-        rename = "view-data",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "view-data", default, skip_serializing_if = "Option::is_none")]
     pub view_data: Option<Granular<ViewData>>,
     #[serde(
         rename = "create-queries",
@@ -362,7 +360,12 @@ pub struct Sandbox {
 impl Sandbox {
     /// A new sandbox filtering `table_id` by `field_id` = the user's `attribute`, the way the
     /// Metabase UI writes it.
-    pub fn filter_by_attribute(group_id: i64, table_id: i64, attribute: &str, field_id: i64) -> Self {
+    pub fn filter_by_attribute(
+        group_id: i64,
+        table_id: i64,
+        attribute: &str,
+        field_id: i64,
+    ) -> Self {
         let mut attribute_remappings = BTreeMap::new();
         attribute_remappings.insert(attribute.to_string(), field_target(field_id));
         Sandbox {

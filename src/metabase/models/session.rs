@@ -48,7 +48,10 @@ pub struct Version {
 
 impl Version {
     /// The first release with the `view-data`/`create-queries` graph format.
-    pub const DATA_PERMS_V2: Version = Version { major: 50, minor: 0 };
+    pub const DATA_PERMS_V2: Version = Version {
+        major: 50,
+        minor: 0,
+    };
 
     /// Reads `v0.56.3`, `v1.56.3`, `v0.50.0-RC1`; `None` for `vLOCAL_DEV` and the like.
     pub fn parse(tag: &str) -> Option<Version> {
