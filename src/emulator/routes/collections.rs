@@ -14,11 +14,23 @@ use crate::emulator::auth::Caller;
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::state::{CollectionPatch, NewCollectionInput, State as Db};
 use crate::emulator::stats::Graph;
-use crate::metabase::models::Collection;
+use crate::metabase::models::{Collection, CollectionKey};
 
 fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Value> {
     serde_json::to_value(v)
         .map_err(|e| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A collection as Metabase writes it: `"id": 12` is a number (only Root's is `"root"`), while
+/// the shared `CollectionKey` always serialises as a string.
+fn collection_json(c: &Collection) -> ApiResult<Value> {
+    let mut v = to_json(c)?;
+    if let CollectionKey::Id(id) = c.id
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("id".into(), json!(id));
+    }
+    Ok(v)
 }
 
 pub async fn get_graph(
@@ -70,7 +82,10 @@ pub async fn list(
             .filter(|c| c.archived == archived)
             .map(|c| db.collection_model(c)),
     );
-    to_json(&out).map(Json)
+    out.iter()
+        .map(collection_json)
+        .collect::<ApiResult<Vec<Value>>>()
+        .map(|v| Json(Value::Array(v)))
 }
 
 fn collection_id(raw: &str) -> ApiResult<Option<i64>> {
@@ -92,7 +107,7 @@ pub async fn get_one(
         None => to_json(&Db::root_collection_model()).map(Json),
         Some(id) => {
             let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
-            to_json(&db.collection_model(c)).map(Json)
+            collection_json(&db.collection_model(c)).map(Json)
         }
     }
 }
@@ -149,7 +164,7 @@ pub async fn create(
     let mut db = app.state.lock().await;
     let id = db.create_collection(input)?;
     let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
-    to_json(&db.collection_model(c)).map(Json)
+    collection_json(&db.collection_model(c)).map(Json)
 }
 
 pub async fn update(
@@ -180,5 +195,5 @@ pub async fn update(
     let mut db = app.state.lock().await;
     db.update_collection(id, patch)?;
     let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
-    to_json(&db.collection_model(c)).map(Json)
+    collection_json(&db.collection_model(c)).map(Json)
 }
