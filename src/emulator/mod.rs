@@ -1,15 +1,225 @@
-//! An in-memory emulator of the Metabase API (`mbprov fake-metabase`) (placeholder).
+//! An in-memory emulator of the Metabase API (`mbprov fake-metabase`), faithful to
+//! /work/shared/metabase-api.md, so the worker can be tested and tried without a Metabase.
+//!
+//! The initial data is described on [`state`]. Test control lives under `/_emulator/*`
+//! (see [`control`]); faults (latency, error rate, outages, slow start) in [`faults`].
 
-#[derive(clap::Args, Debug)]
+pub mod auth;
+pub mod control;
+pub mod error;
+pub mod faults;
+mod routes;
+pub mod state;
+pub mod stats;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinHandle;
+
+use faults::Faults;
+use state::{Edition, State};
+use stats::Stats;
+
+/// `mbprov fake-metabase` flags.
+#[derive(clap::Args, Clone, Debug)]
 pub struct EmulatorOptions {
-    /// Port to listen on; 0 picks a free one.
+    /// Port to listen on (on 127.0.0.1); 0 picks a free one.
     #[arg(long, default_value_t = 3000)]
     pub port: u16,
-    /// The API key the emulator accepts in `x-api-key`.
+    /// The API key the emulator accepts in `x-api-key` (acts as a superuser).
     #[arg(long, env = "MB_EMULATOR_API_KEY", hide_env_values = true)]
     pub api_key: String,
+    /// Delay added to every /api request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction (0..1) of /api requests answered 503 before doing anything.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// The version tag reported by `GET /api/session/properties`.
+    #[arg(long, default_value = "v0.56.3")]
+    pub metabase_version: String,
+    /// Behave like the free edition: no `blocked` view-data, no sandboxes.
+    #[arg(long)]
+    pub oss: bool,
+    /// Start with no users, like a new Metabase that needs `POST /api/setup`.
+    #[arg(long)]
+    pub fresh: bool,
+    /// For this long after start, answer 503 "still initializing".
+    #[arg(long, default_value_t = 0)]
+    pub init_delay_ms: u64,
 }
 
-pub async fn serve(_opts: EmulatorOptions) -> Result<(), std::io::Error> {
-    Ok(())
+impl EmulatorOptions {
+    /// Defaults for in-process use: a free port, no faults, an EE `v0.56.3` with the admin.
+    pub fn new(api_key: impl Into<String>) -> Self {
+        EmulatorOptions {
+            port: 0,
+            api_key: api_key.into(),
+            latency_ms: 0,
+            error_rate: 0.0,
+            metabase_version: "v0.56.3".into(),
+            oss: false,
+            fresh: false,
+            init_delay_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot listen on 127.0.0.1:{port}: {source}. Pick another --port (0 = any free port)")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("the emulator's server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("--error-rate must be between 0 and 1, got {0}")]
+    ErrorRate(f64),
+}
+
+/// Settings fixed at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub api_key: String,
+    pub version: String,
+    pub oss: bool,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App {
+    pub state: Arc<Mutex<State>>,
+    pub stats: Arc<Stats>,
+    pub faults: Arc<Faults>,
+    pub config: Arc<Config>,
+}
+
+impl App {
+    pub fn new(opts: &EmulatorOptions) -> Result<Self, EmulatorError> {
+        if !(0.0..=1.0).contains(&opts.error_rate) {
+            return Err(EmulatorError::ErrorRate(opts.error_rate));
+        }
+        let edition = Edition { oss: opts.oss };
+        Ok(App {
+            state: Arc::new(Mutex::new(State::new(edition, opts.fresh))),
+            stats: Arc::new(Stats::default()),
+            faults: Arc::new(Faults::new(
+                opts.latency_ms,
+                opts.error_rate,
+                Duration::from_millis(opts.init_delay_ms),
+            )),
+            config: Arc::new(Config {
+                api_key: opts.api_key.clone(),
+                version: opts.metabase_version.clone(),
+                oss: opts.oss,
+            }),
+        })
+    }
+}
+
+/// An emulator serving in a background task; dropping it stops the server.
+pub struct RunningEmulator {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningEmulator {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn shutdown(mut self) -> Result<(), EmulatorError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(r) => r.map_err(EmulatorError::Serve),
+                Err(e) => Err(EmulatorError::Serve(std::io::Error::other(e))),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn bind(port: u16) -> Result<TcpListener, EmulatorError> {
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|source| EmulatorError::Bind { port, source })
+}
+
+/// Binds and serves in a background task (for tests and benchmarks in the same process).
+pub async fn spawn(opts: EmulatorOptions) -> Result<RunningEmulator, EmulatorError> {
+    let app = App::new(&opts)?;
+    let listener = bind(opts.port).await?;
+    let addr = listener.local_addr().map_err(EmulatorError::Serve)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = routes::router(app);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(RunningEmulator {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+/// `mbprov fake-metabase`: serves until SIGINT/SIGTERM, after printing `listening on PORT`.
+pub async fn serve(opts: EmulatorOptions) -> Result<(), EmulatorError> {
+    let app = App::new(&opts)?;
+    let listener = bind(opts.port).await?;
+    let port = listener.local_addr().map_err(EmulatorError::Serve)?.port();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {port}")
+        .and_then(|()| out.flush())
+        .map_err(EmulatorError::Serve)?;
+    drop(out);
+    axum::serve(listener, routes::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(EmulatorError::Serve)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }

@@ -1,0 +1,94 @@
+//! Injected faults, so clients can be tested against a slow, flaky, down or starting Metabase.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use super::App;
+use super::error::{ApiError, text};
+
+/// Fault settings; changed at run time by `POST /_emulator/faults`.
+#[derive(Debug)]
+pub struct Faults {
+    latency_ms: AtomicU64,
+    /// An `f64` stored as bits, so reads need no lock.
+    error_rate: AtomicU64,
+    outage: AtomicBool,
+    ready_at: Instant,
+}
+
+/// A snapshot of the fault settings, as `/_emulator/faults` reports them.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultSettings {
+    pub latency_ms: u64,
+    pub error_rate: f64,
+    pub outage: bool,
+    pub initializing: bool,
+}
+
+impl Faults {
+    pub fn new(latency_ms: u64, error_rate: f64, init_delay: Duration) -> Self {
+        Faults {
+            latency_ms: AtomicU64::new(latency_ms),
+            error_rate: AtomicU64::new(error_rate.to_bits()),
+            outage: AtomicBool::new(false),
+            ready_at: Instant::now() + init_delay,
+        }
+    }
+
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.latency_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn set_error_rate(&self, rate: f64) {
+        self.error_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn set_outage(&self, on: bool) {
+        self.outage.store(on, Ordering::Relaxed);
+    }
+
+    pub fn settings(&self) -> FaultSettings {
+        FaultSettings {
+            latency_ms: self.latency_ms.load(Ordering::Relaxed),
+            error_rate: f64::from_bits(self.error_rate.load(Ordering::Relaxed)),
+            outage: self.outage.load(Ordering::Relaxed),
+            initializing: Instant::now() < self.ready_at,
+        }
+    }
+}
+
+fn unavailable(reason: &str) -> Response {
+    ApiError::plain(StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+}
+
+/// Applied to every `/api` route, before authentication.
+pub async fn inject(State(app): State<App>, req: Request, next: Next) -> Response {
+    let f = app.faults.settings();
+    if f.initializing {
+        if req.uri().path() == "/api/health" {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "initializing", "progress": 0.5})),
+            )
+                .into_response();
+        }
+        return unavailable(text::INITIALIZING);
+    }
+    if f.outage {
+        return unavailable("Service Unavailable (emulated outage)");
+    }
+    if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
+        return unavailable("Service Unavailable (emulated error)");
+    }
+    if f.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+    }
+    next.run(req).await
+}

@@ -1,0 +1,199 @@
+//! `/api/collection` and `/api/collection/graph` (metabase-api.md §3, §4).
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::data_graph::skip_graph;
+use super::{Params, json_body, opt_string, path_id, present};
+use crate::emulator::App;
+use crate::emulator::auth::Caller;
+use crate::emulator::error::{ApiError, ApiResult};
+use crate::emulator::state::{CollectionPatch, NewCollectionInput, State as Db};
+use crate::emulator::stats::Graph;
+use crate::metabase::models::{Collection, CollectionKey};
+
+fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Value> {
+    serde_json::to_value(v)
+        .map_err(|e| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A collection as Metabase writes it: `"id": 12` is a number (only Root's is `"root"`), while
+/// the shared `CollectionKey` always serialises as a string.
+fn collection_json(c: &Collection) -> ApiResult<Value> {
+    let mut v = to_json(c)?;
+    if let CollectionKey::Id(id) = c.id
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("id".into(), json!(id));
+    }
+    Ok(v)
+}
+
+pub async fn get_graph(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    to_json(&app.state.lock().await.render_collection_graph()).map(Json)
+}
+
+pub async fn put_graph(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let p = Params::parse(query.as_deref());
+    let body = json_body(&body)?;
+    let force = p.flag("force");
+    let mut db = app.state.lock().await;
+    let result = db.put_collection_graph(&body, force);
+    let conflict = matches!(&result, Err(e) if e.status() == StatusCode::CONFLICT);
+    app.stats.graph_put(Graph::Collection, force, conflict);
+    let revision = result?;
+    if skip_graph(&p) {
+        return Ok(Json(json!({"revision": revision})));
+    }
+    to_json(&db.render_collection_graph()).map(Json)
+}
+
+/// Root first, then every collection (admins see personal ones too); archived only on request.
+pub async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let p = Params::parse(query.as_deref());
+    let archived = p.flag("archived");
+    let db = app.state.lock().await;
+    let mut out: Vec<Collection> = Vec::new();
+    if !archived {
+        out.push(Db::root_collection_model());
+    }
+    out.extend(
+        db.collections
+            .values()
+            .filter(|c| c.archived == archived)
+            .map(|c| db.collection_model(c)),
+    );
+    out.iter()
+        .map(collection_json)
+        .collect::<ApiResult<Vec<Value>>>()
+        .map(|v| Json(Value::Array(v)))
+}
+
+fn collection_id(raw: &str) -> ApiResult<Option<i64>> {
+    if raw == "root" {
+        Ok(None)
+    } else {
+        path_id(raw).map(Some)
+    }
+}
+
+pub async fn get_one(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let db = app.state.lock().await;
+    match collection_id(&raw)? {
+        None => to_json(&Db::root_collection_model()).map(Json),
+        Some(id) => {
+            let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
+            collection_json(&db.collection_model(c)).map(Json)
+        }
+    }
+}
+
+/// Only `models=collection` is emulated: child collections, as `{"data", "total"}`.
+pub async fn items(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let parent = collection_id(&raw)?;
+    let db = app.state.lock().await;
+    if let Some(id) = parent
+        && !db.collections.contains_key(&id)
+    {
+        return Err(ApiError::not_found());
+    }
+    let data: Vec<Value> = db
+        .collection_children(parent)
+        .into_iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "name": c.name,
+                "description": c.description,
+                "model": "collection",
+                "location": c.location,
+                "archived": c.archived,
+                "personal_owner_id": c.personal_owner_id,
+                "entity_id": c.entity_id,
+            })
+        })
+        .collect();
+    let total = data.len();
+    Ok(Json(
+        json!({"data": data, "total": total, "models": ["collection"]}),
+    ))
+}
+
+pub async fn create(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let body = json_body(&body)?;
+    let input = NewCollectionInput {
+        name: opt_string(&body, "name")?
+            .ok_or_else(|| ApiError::schema("name", "value must be a non-blank string."))?,
+        description: opt_string(&body, "description")?,
+        parent_id: body.get("parent_id").and_then(Value::as_i64),
+    };
+    let mut db = app.state.lock().await;
+    let id = db.create_collection(input)?;
+    let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
+    collection_json(&db.collection_model(c)).map(Json)
+}
+
+pub async fn update(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    let body = json_body(&body)?;
+    let patch = CollectionPatch {
+        name: opt_string(&body, "name")?,
+        description: match present(&body, "description") {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(_)) => Some(opt_string(&body, "description")?),
+        },
+        archived: body.get("archived").and_then(Value::as_bool),
+        parent_id: match present(&body, "parent_id") {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(v)) => Some(Some(v.as_i64().ok_or_else(|| {
+                ApiError::schema("parent_id", "value must be an integer greater than zero.")
+            })?)),
+        },
+    };
+    let mut db = app.state.lock().await;
+    db.update_collection(id, patch)?;
+    let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
+    collection_json(&db.collection_model(c)).map(Json)
+}

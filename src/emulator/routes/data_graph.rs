@@ -1,0 +1,86 @@
+//! `/api/permissions/graph` (metabase-api.md §5, §6).
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Params, json_body, path_id};
+use crate::emulator::App;
+use crate::emulator::auth::Caller;
+use crate::emulator::error::{ApiError, ApiResult};
+use crate::emulator::stats::Graph;
+
+fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Json<Value>> {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub async fn get_all(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    to_json(&app.state.lock().await.render_data_graph(None, None))
+}
+
+pub async fn get_group(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    let db = app.state.lock().await;
+    if !db.groups.contains_key(&id) {
+        return Err(ApiError::not_found());
+    }
+    to_json(&db.render_data_graph(Some(&[id]), None))
+}
+
+pub async fn get_db(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    let db = app.state.lock().await;
+    if db.catalog.database(id).is_none() {
+        return Err(ApiError::not_found());
+    }
+    to_json(&db.render_data_graph(None, Some(id)))
+}
+
+/// `skip_graph` as documented; `skip-graph` as the code destructures it.
+pub fn skip_graph(p: &Params) -> bool {
+    p.flag("skip_graph") || p.flag("skip-graph")
+}
+
+pub async fn put(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let p = Params::parse(query.as_deref());
+    let body = json_body(&body)?;
+    let force = p.flag("force") || body.get("force").and_then(Value::as_bool) == Some(true);
+    let mut db = app.state.lock().await;
+    let result = db.put_data_graph(&body, force);
+    let conflict = matches!(&result, Err(e) if e.status() == StatusCode::CONFLICT);
+    app.stats.graph_put(Graph::Data, force, conflict);
+    let outcome = result?;
+    if skip_graph(&p) {
+        return Ok(Json(json!({"revision": outcome.revision})));
+    }
+    let mut graph = db.render_data_graph(Some(&outcome.groups), None);
+    graph.sandboxes = outcome
+        .sandboxes
+        .map(|s| s.iter().map(|s| s.to_model()).collect());
+    to_json(&graph)
+}

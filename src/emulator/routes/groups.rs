@@ -1,0 +1,177 @@
+//! `/api/permissions/group` and `/api/permissions/membership` (metabase-api.md §2).
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{json_body, no_content, path_id};
+use crate::emulator::App;
+use crate::emulator::auth::Caller;
+use crate::emulator::error::{ApiError, ApiResult};
+use crate::emulator::state::{GroupRec, State as Db};
+
+fn group_json(g: &GroupRec) -> Value {
+    json!({
+        "id": g.id,
+        "name": g.name,
+        "entity_id": g.entity_id,
+        "magic_group_type": g.magic_group_type,
+        "is_tenant_group": false,
+    })
+}
+
+fn insert(mut v: Value, key: &str, value: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.into(), value);
+    }
+    v
+}
+
+fn name_of(body: &Value) -> ApiResult<String> {
+    super::opt_string(body, "name")?
+        .ok_or_else(|| ApiError::schema("name", "value must be a non-blank string."))
+}
+
+/// Ordered by lower(name), each with `member_count`.
+pub async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let db = app.state.lock().await;
+    let mut groups: Vec<&GroupRec> = db.groups.values().collect();
+    groups.sort_by_key(|g| (g.name.to_lowercase(), g.id));
+    let out = groups
+        .into_iter()
+        .map(|g| insert(group_json(g), "member_count", json!(db.member_count(g.id))))
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+fn group_with_members(db: &Db, id: i64) -> ApiResult<Json<Value>> {
+    let g = db.groups.get(&id).ok_or_else(ApiError::not_found)?;
+    Ok(Json(insert(
+        group_json(g),
+        "members",
+        Value::Array(db.group_members(id)),
+    )))
+}
+
+pub async fn get_one(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    group_with_members(&*app.state.lock().await, id)
+}
+
+pub async fn create(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let name = name_of(&json_body(&body)?)?;
+    let mut db = app.state.lock().await;
+    let id = db.create_group(&name)?;
+    let g = db.groups.get(&id).ok_or_else(ApiError::not_found)?;
+    Ok(Json(group_json(g)))
+}
+
+pub async fn rename(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    let name = name_of(&json_body(&body)?)?;
+    let mut db = app.state.lock().await;
+    db.rename_group(id, &name)?;
+    let g = db.groups.get(&id).ok_or_else(ApiError::not_found)?;
+    Ok(Json(group_json(g)))
+}
+
+pub async fn remove(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    app.state.lock().await.delete_group(id)?;
+    Ok(no_content())
+}
+
+/// `{"<user_id>": [{membership_id, group_id, user_id, is_group_manager}]}`.
+pub async fn memberships(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let db = app.state.lock().await;
+    let mut out: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for m in db.memberships.values() {
+        out.entry(m.user_id).or_default().push(json!({
+            "membership_id": m.id,
+            "group_id": m.group_id,
+            "user_id": m.user_id,
+            "is_group_manager": false,
+        }));
+    }
+    let map: serde_json::Map<String, Value> = out
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::Array(v)))
+        .collect();
+    Ok(Json(Value::Object(map)))
+}
+
+/// Answers every member of the group, as Metabase does.
+pub async fn add_member(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let body = json_body(&body)?;
+    let int = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_i64)
+            .filter(|v| *v > 0)
+            .ok_or_else(|| ApiError::schema(k, "value must be an integer greater than zero."))
+    };
+    let (group_id, user_id) = (int("group_id")?, int("user_id")?);
+    let mut db = app.state.lock().await;
+    db.add_member(group_id, user_id)?;
+    Ok(Json(Value::Array(db.group_members(group_id))))
+}
+
+pub async fn remove_member(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    app.state.lock().await.remove_member(id)?;
+    Ok(no_content())
+}
+
+pub async fn clear(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    app.state.lock().await.clear_group(id)?;
+    Ok(no_content())
+}

@@ -1,0 +1,83 @@
+//! `/api/mt/gtap`: standalone sandbox CRUD (EE; 403 under `--oss`).
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::{Params, json_body, no_content, path_id};
+use crate::emulator::App;
+use crate::emulator::auth::Caller;
+use crate::emulator::error::{ApiError, ApiResult, text};
+
+fn check(app: &App, caller: &Caller) -> ApiResult<()> {
+    if app.config.oss {
+        return Err(ApiError::plain(StatusCode::FORBIDDEN, text::GTAP_DISABLED));
+    }
+    caller.require_superuser()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Json<Value>> {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// With both `group_id` and `table_id`, Metabase answers the one sandbox or `null`.
+pub async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    check(&app, &caller)?;
+    let p = Params::parse(query.as_deref());
+    let (group_id, table_id) = (p.int("group_id")?, p.int("table_id")?);
+    let db = app.state.lock().await;
+    let found: Vec<_> = db
+        .list_sandboxes(group_id, table_id)
+        .into_iter()
+        .map(|s| s.to_model())
+        .collect();
+    if group_id.is_some() && table_id.is_some() {
+        return to_json(&found.into_iter().next());
+    }
+    to_json(&found)
+}
+
+pub async fn get_one(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check(&app, &caller)?;
+    let id = path_id(&raw)?;
+    let db = app.state.lock().await;
+    let s = db.sandboxes.get(&id).ok_or_else(ApiError::not_found)?;
+    to_json(&s.to_model())
+}
+
+pub async fn create(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    check(&app, &caller)?;
+    let body = json_body(&body)?;
+    let s = app.state.lock().await.create_sandbox(&body)?;
+    to_json(&s.to_model())
+}
+
+pub async fn remove(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    check(&app, &caller)?;
+    let id = path_id(&raw)?;
+    let mut db = app.state.lock().await;
+    db.sandboxes.remove(&id).ok_or_else(ApiError::not_found)?;
+    Ok(no_content())
+}

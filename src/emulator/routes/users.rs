@@ -1,0 +1,314 @@
+//! `/api/user` (metabase-api.md §1).
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use serde_json::{Value, json};
+
+use super::{Params, json_body, opt_string, path_id, present};
+use crate::emulator::App;
+use crate::emulator::auth::Caller;
+use crate::emulator::error::{ApiError, ApiResult};
+use crate::emulator::state::{
+    NewUserInput, State as Db, StatusFilter, UserListQuery, UserPatch, UserRec,
+};
+use crate::metabase::models::{Extra, MembershipRef, User};
+
+/// Which extra keys a user answer carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `GET /api/user/:id`, POST, PUT: with `user_group_memberships`.
+    Single,
+    /// `GET /api/user` items: with `group_ids` and `personal_collection_id`.
+    ListItem,
+    /// Reactivate: the columns only.
+    Plain,
+}
+
+pub fn user_model(db: &Db, u: &UserRec, shape: Shape) -> User {
+    let mut extra = Extra::new();
+    for (k, v) in [
+        ("date_joined", json!(u.date_joined)),
+        ("last_login", json!(u.last_login)),
+        ("updated_at", json!(u.updated_at)),
+        ("is_qbnewb", json!(true)),
+        ("sso_source", json!(null)),
+        ("jwt_attributes", json!(null)),
+        ("locale", json!(u.locale)),
+        ("tenant_id", json!(null)),
+    ] {
+        extra.insert(k.into(), v);
+    }
+    let groups = db.group_ids_of(u.id);
+    User {
+        id: u.id,
+        email: u.email.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        common_name: u.common_name(),
+        is_superuser: u.is_superuser,
+        is_active: u.is_active,
+        login_attributes: u.login_attributes.as_ref().map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect()
+        }),
+        user_group_memberships: (shape == Shape::Single)
+            .then(|| groups.iter().map(|g| MembershipRef::group(*g)).collect()),
+        group_ids: (shape == Shape::ListItem).then_some(groups),
+        personal_collection_id: (shape == Shape::ListItem)
+            .then_some(u.personal_collection_id)
+            .flatten(),
+        extra,
+    }
+}
+
+fn render(db: &Db, id: i64, shape: Shape) -> ApiResult<Json<Value>> {
+    let u = db.users.get(&id).ok_or_else(ApiError::not_found)?;
+    serde_json::to_value(user_model(db, u, shape))
+        .map(Json)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// `login_attributes`: a map whose values Metabase stores as strings.
+fn attributes(v: Option<&Value>) -> ApiResult<Option<BTreeMap<String, String>>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => {
+            if m.keys().any(|k| k.starts_with('@') || k.trim().is_empty()) {
+                return Err(ApiError::schema(
+                    "login_attributes",
+                    "login attribute keys must not be blank or start with @",
+                ));
+            }
+            Ok(Some(
+                m.iter()
+                    .map(|(k, v)| {
+                        let s = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), s)
+                    })
+                    .collect(),
+            ))
+        }
+        Some(_) => Err(ApiError::schema(
+            "login_attributes",
+            "value must be a map with string keys.",
+        )),
+    }
+}
+
+/// `user_group_memberships`: `[{id, is_group_manager?}]` -> group ids.
+fn memberships(v: Option<&Value>) -> ApiResult<Option<Vec<i64>>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.get("id")
+                    .and_then(Value::as_i64)
+                    .filter(|id| *id > 0)
+                    .ok_or_else(|| {
+                        ApiError::schema(
+                            "user_group_memberships",
+                            "value must be an array of maps with an integer id.",
+                        )
+                    })
+            })
+            .collect::<ApiResult<Vec<i64>>>()
+            .map(Some),
+        Some(_) => Err(ApiError::schema(
+            "user_group_memberships",
+            "value must be an array of maps with an integer id.",
+        )),
+    }
+}
+
+pub async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let p = Params::parse(query.as_deref());
+    let status = match (p.get("status"), p.flag("include_deactivated")) {
+        (Some("active"), _) => StatusFilter::Active,
+        (Some("deactivated"), _) => StatusFilter::Deactivated,
+        (Some("all"), _) | (None, true) => StatusFilter::All,
+        (None, false) => StatusFilter::Active,
+        (Some(_), _) => {
+            return Err(ApiError::schema(
+                "status",
+                "value must be one of: active, deactivated, all.",
+            ));
+        }
+    };
+    let limit = p.int("limit")?;
+    let offset = p.int("offset")?;
+    let q = UserListQuery {
+        status,
+        query: p.get("query").map(str::to_string),
+        group_id: p.int("group_id")?,
+        limit: limit.map(|v| v.max(0) as usize),
+        offset: offset.map(|v| v.max(0) as usize),
+    };
+    let db = app.state.lock().await;
+    let (users, total) = db.list_users(&q);
+    let data: Vec<User> = users
+        .into_iter()
+        .map(|u| user_model(&db, u, Shape::ListItem))
+        .collect();
+    let paged = limit.is_some() || offset.is_some();
+    Ok(Json(json!({
+        "data": data,
+        "total": total,
+        "limit": if paged { Some(limit.unwrap_or(50)) } else { None },
+        "offset": if paged { Some(offset.unwrap_or(0)) } else { None },
+    })))
+}
+
+pub async fn current(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    let db = app.state.lock().await;
+    match caller {
+        Caller::User { id, .. } => render(&db, id, Shape::Single),
+        // Metabase gives each API key an internal user; this stands in for it.
+        Caller::ConfiguredKey | Caller::ApiKey { .. } => {
+            let (id, name) = match &caller {
+                Caller::ApiKey { id, name, .. } => (1_000_000 + id, name.clone()),
+                _ => (1_000_000, "mbprov emulator key".to_string()),
+            };
+            Ok(Json(json!({
+                "id": id,
+                "email": format!("api-key-user-{id}@api-key.invalid"),
+                "first_name": name,
+                "last_name": null,
+                "common_name": name,
+                "is_superuser": caller.is_superuser(),
+                "is_active": true,
+                "login_attributes": null,
+                "user_group_memberships": [],
+            })))
+        }
+    }
+}
+
+pub async fn get_one(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = path_id(&raw)?;
+    if !caller.is_superuser()
+        && caller
+            != (Caller::User {
+                id,
+                is_superuser: false,
+            })
+    {
+        return Err(ApiError::forbidden());
+    }
+    let db = app.state.lock().await;
+    render(&db, id, Shape::Single)
+}
+
+pub async fn create(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let body = json_body(&body)?;
+    let email = match body.get("email") {
+        Some(Value::String(s)) => s.clone(),
+        _ => {
+            return Err(ApiError::schema(
+                "email",
+                "value must be a valid email address.",
+            ));
+        }
+    };
+    let input = NewUserInput {
+        email,
+        first_name: opt_string(&body, "first_name")?,
+        last_name: opt_string(&body, "last_name")?,
+        group_ids: memberships(body.get("user_group_memberships"))?,
+        login_attributes: attributes(body.get("login_attributes"))?,
+    };
+    let mut db = app.state.lock().await;
+    let id = db.create_user(input)?;
+    render(&db, id, Shape::Single)
+}
+
+pub async fn update(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    let body = json_body(&body)?;
+    let nullable = |key: &str| -> ApiResult<Option<Option<String>>> {
+        match present(&body, key) {
+            None => Ok(None),
+            Some(None) => Ok(Some(None)),
+            Some(Some(_)) => opt_string(&body, key).map(Some),
+        }
+    };
+    let email = match present(&body, "email") {
+        None | Some(None) => None,
+        Some(Some(Value::String(s))) => Some(s.clone()),
+        Some(Some(_)) => {
+            return Err(ApiError::schema(
+                "email",
+                "value must be a valid email address.",
+            ));
+        }
+    };
+    let patch = UserPatch {
+        email,
+        first_name: nullable("first_name")?,
+        last_name: nullable("last_name")?,
+        locale: nullable("locale")?,
+        is_superuser: body.get("is_superuser").and_then(Value::as_bool),
+        login_attributes: match body.get("login_attributes") {
+            None => None,
+            Some(v) => Some(attributes(Some(v))?),
+        },
+        group_ids: memberships(body.get("user_group_memberships"))?,
+    };
+    let mut db = app.state.lock().await;
+    db.update_user(id, patch)?;
+    render(&db, id, Shape::Single)
+}
+
+pub async fn deactivate(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    app.state.lock().await.deactivate_user(id)?;
+    Ok(Json(json!({"success": true})))
+}
+
+pub async fn reactivate(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_superuser()?;
+    let id = path_id(&raw)?;
+    let mut db = app.state.lock().await;
+    db.reactivate_user(id)?;
+    render(&db, id, Shape::Plain)
+}

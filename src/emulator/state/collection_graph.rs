@@ -1,0 +1,131 @@
+//! The collection permissions graph (metabase-api.md §3): sparse, partial PUTs, admins synthesised.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{ADMIN_GROUP, State};
+use crate::emulator::error::{ApiError, ApiResult, text};
+use crate::metabase::models::{
+    CollectionAccess, CollectionGraph, CollectionGroups, CollectionKey, Id,
+};
+
+impl State {
+    /// Collections that appear in the graph: not archived, not personal, not inside a personal one.
+    pub fn graph_eligible(&self, key: CollectionKey) -> bool {
+        match key {
+            CollectionKey::Root => true,
+            CollectionKey::Id(id) => self
+                .collections
+                .get(&id)
+                .is_some_and(|c| !c.archived && !self.is_personal_tree(id)),
+        }
+    }
+
+    fn admin_cells(&self) -> BTreeMap<CollectionKey, CollectionAccess> {
+        std::iter::once(CollectionKey::Root)
+            .chain(self.collections.keys().map(|id| CollectionKey::Id(*id)))
+            .filter(|k| self.graph_eligible(*k))
+            .map(|k| (k, CollectionAccess::Write))
+            .collect()
+    }
+
+    /// `GET /api/collection/graph`: only `read`/`write` cells; groups without any are absent.
+    pub fn render_collection_graph(&self) -> CollectionGraph {
+        let mut groups = CollectionGroups::new();
+        for id in self.groups.keys() {
+            let cells: BTreeMap<CollectionKey, CollectionAccess> = if *id == ADMIN_GROUP {
+                self.admin_cells()
+            } else {
+                self.collection_perms
+                    .get(id)
+                    .map(|cells| {
+                        cells
+                            .iter()
+                            .filter(|(k, _)| self.graph_eligible(**k))
+                            .map(|(k, v)| (*k, v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            if !cells.is_empty() {
+                groups.insert(Id(*id), cells);
+            }
+        }
+        CollectionGraph {
+            revision: self.collection_revision,
+            groups,
+            ..CollectionGraph::default()
+        }
+    }
+
+    fn current_cell(&self, group: i64, key: CollectionKey) -> CollectionAccess {
+        if group == ADMIN_GROUP {
+            return CollectionAccess::Write;
+        }
+        self.collection_perms
+            .get(&group)
+            .and_then(|c| c.get(&key))
+            .cloned()
+            .unwrap_or(CollectionAccess::None)
+    }
+
+    /// `PUT /api/collection/graph`: only the cells in the body change; the revision goes up
+    /// only when something did. Returns the new revision.
+    pub fn put_collection_graph(&mut self, body: &Value, force: bool) -> ApiResult<i64> {
+        let groups: CollectionGroups = match body.get("groups") {
+            None | Some(Value::Null) => CollectionGroups::new(),
+            Some(g) => serde_json::from_value(g.clone())
+                .map_err(|e| ApiError::schema("groups", &e.to_string()))?,
+        };
+        for cells in groups.values() {
+            for v in cells.values() {
+                if !CollectionAccess::KNOWN.contains(v) {
+                    return Err(ApiError::schema(
+                        "groups",
+                        &format!("{v} is not one of \"read\", \"write\", \"none\""),
+                    ));
+                }
+            }
+        }
+        let revision = body.get("revision").and_then(Value::as_i64);
+        if !force && revision != Some(self.collection_revision) {
+            return Err(ApiError::stale_revision());
+        }
+        let mut changes = Vec::new();
+        for (Id(group), cells) in &groups {
+            if !self.groups.contains_key(group) {
+                return Err(ApiError::not_found());
+            }
+            for (key, access) in cells {
+                if let CollectionKey::Id(id) = key {
+                    if !self.collections.contains_key(id) {
+                        return Err(ApiError::not_found());
+                    }
+                    if self.is_personal_tree(*id) {
+                        continue;
+                    }
+                }
+                if self.current_cell(*group, *key) != *access {
+                    if *group == ADMIN_GROUP {
+                        return Err(ApiError::bad_request(text::ADMIN_PERMISSIONS));
+                    }
+                    changes.push((*group, *key, access.clone()));
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Ok(self.collection_revision);
+        }
+        for (group, key, access) in changes {
+            let cells = self.collection_perms.entry(group).or_default();
+            if access == CollectionAccess::None {
+                cells.remove(&key);
+            } else {
+                cells.insert(key, access);
+            }
+        }
+        self.collection_revision += 1;
+        Ok(self.collection_revision)
+    }
+}

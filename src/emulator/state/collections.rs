@@ -1,0 +1,257 @@
+//! Collections (metabase-api.md §4): a tree kept as `location` paths, like Metabase's table.
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::groups::entity_id;
+use super::{Sequences, State, now};
+use crate::emulator::error::{ApiError, ApiResult};
+use crate::metabase::models::{Collection, CollectionKey, Extra};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CollectionRec {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    /// `"/"` at top level, else `"/<ancestor ids>/"`.
+    pub location: String,
+    pub archived: bool,
+    pub personal_owner_id: Option<i64>,
+    pub entity_id: String,
+    pub created_at: String,
+}
+
+impl CollectionRec {
+    pub fn parent_id(&self) -> Option<i64> {
+        self.ancestors().last().copied()
+    }
+
+    pub fn ancestors(&self) -> Vec<i64> {
+        self.location
+            .split('/')
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+
+    /// Where this collection's children live.
+    pub fn children_location(&self) -> String {
+        format!("{}{}/", self.location, self.id)
+    }
+}
+
+/// `POST /api/collection`, decoded.
+#[derive(Clone, Debug, Default)]
+pub struct NewCollectionInput {
+    pub name: String,
+    pub description: Option<String>,
+    pub parent_id: Option<i64>,
+}
+
+/// `PUT /api/collection/:id`, decoded: outer `None` = key absent; `parent_id: Some(None)` = root.
+#[derive(Clone, Debug, Default)]
+pub struct CollectionPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub archived: Option<bool>,
+    pub parent_id: Option<Option<i64>>,
+}
+
+impl State {
+    pub(super) fn insert_collection_with_id(
+        &mut self,
+        id: i64,
+        name: &str,
+        parent: Option<i64>,
+        owner: Option<i64>,
+    ) -> i64 {
+        let location = parent
+            .and_then(|p| self.collections.get(&p))
+            .map(CollectionRec::children_location)
+            .unwrap_or_else(|| "/".to_string());
+        self.collections.insert(
+            id,
+            CollectionRec {
+                id,
+                name: name.to_string(),
+                description: None,
+                location,
+                archived: false,
+                personal_owner_id: owner,
+                entity_id: entity_id(),
+                created_at: now(),
+            },
+        );
+        self.seq.collection = self.seq.collection.max(id);
+        id
+    }
+
+    /// Inserts a collection row without touching permissions.
+    pub(super) fn insert_collection_record(
+        &mut self,
+        name: &str,
+        description: Option<String>,
+        parent: Option<i64>,
+        owner: Option<i64>,
+    ) -> i64 {
+        let id = Sequences::take(&mut self.seq.collection);
+        self.insert_collection_with_id(id, name, parent, owner);
+        if let Some(c) = self.collections.get_mut(&id) {
+            c.description = description;
+        }
+        id
+    }
+
+    /// A personal collection or one inside a personal collection.
+    pub fn is_personal_tree(&self, id: i64) -> bool {
+        let Some(c) = self.collections.get(&id) else {
+            return false;
+        };
+        c.personal_owner_id.is_some()
+            || c.ancestors().iter().any(|a| {
+                self.collections
+                    .get(a)
+                    .is_some_and(|p| p.personal_owner_id.is_some())
+            })
+    }
+
+    /// `POST /api/collection`: the new collection copies its parent's (or root's) cells for
+    /// every group, which is a permissions change and bumps the collection-graph revision.
+    pub fn create_collection(&mut self, input: NewCollectionInput) -> ApiResult<i64> {
+        if input.name.trim().is_empty() {
+            return Err(ApiError::schema(
+                "name",
+                "value must be a non-blank string.",
+            ));
+        }
+        if let Some(p) = input.parent_id
+            && !self.collections.contains_key(&p)
+        {
+            return Err(ApiError::not_found());
+        }
+        let id =
+            self.insert_collection_record(&input.name, input.description, input.parent_id, None);
+        if input.parent_id.is_some_and(|p| self.is_personal_tree(p)) {
+            return Ok(id);
+        }
+        let source = input
+            .parent_id
+            .map_or(CollectionKey::Root, CollectionKey::Id);
+        for cells in self.collection_perms.values_mut() {
+            if let Some(access) = cells.get(&source).cloned() {
+                cells.insert(CollectionKey::Id(id), access);
+            }
+        }
+        self.collection_revision += 1;
+        Ok(id)
+    }
+
+    /// `PUT /api/collection/:id`: rename, describe, archive/unarchive, move.
+    pub fn update_collection(&mut self, id: i64, patch: CollectionPatch) -> ApiResult<()> {
+        let Some(current) = self.collections.get(&id) else {
+            return Err(ApiError::not_found());
+        };
+        if let Some(name) = &patch.name
+            && name.trim().is_empty()
+        {
+            return Err(ApiError::schema(
+                "name",
+                "value must be a non-blank string.",
+            ));
+        }
+        let old_children = current.children_location();
+        let new_location = match patch.parent_id {
+            None => None,
+            Some(None) => Some("/".to_string()),
+            Some(Some(p)) => {
+                let parent = self.collections.get(&p).ok_or_else(ApiError::not_found)?;
+                if p == id || parent.ancestors().contains(&id) {
+                    return Err(ApiError::field(
+                        "parent_id",
+                        "You can't move a Collection into itself or into one of its descendants.",
+                    ));
+                }
+                Some(parent.children_location())
+            }
+        };
+        if let Some(loc) = &new_location {
+            let new_children = format!("{loc}{id}/");
+            for c in self.collections.values_mut() {
+                if let Some(rest) = c.location.strip_prefix(&old_children) {
+                    c.location = format!("{new_children}{rest}");
+                }
+            }
+        }
+        if let Some(c) = self.collections.get_mut(&id) {
+            if let Some(loc) = new_location {
+                c.location = loc;
+            }
+            if let Some(name) = patch.name {
+                c.name = name;
+            }
+            if let Some(d) = patch.description {
+                c.description = d;
+            }
+            if let Some(a) = patch.archived {
+                c.archived = a;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn collection_model(&self, c: &CollectionRec) -> Collection {
+        let mut extra = Extra::new();
+        extra.insert("parent_id".into(), json!(c.parent_id()));
+        extra.insert("is_personal".into(), json!(self.is_personal_tree(c.id)));
+        extra.insert("can_write".into(), json!(true));
+        extra.insert("entity_id".into(), json!(c.entity_id));
+        extra.insert("authority_level".into(), json!(null));
+        extra.insert("type".into(), json!(null));
+        extra.insert("created_at".into(), json!(c.created_at));
+        Collection {
+            id: CollectionKey::Id(c.id),
+            name: c.name.clone(),
+            description: c.description.clone(),
+            location: Some(c.location.clone()),
+            archived: c.archived,
+            personal_owner_id: c.personal_owner_id,
+            namespace: None,
+            extra,
+        }
+    }
+
+    /// The Root pseudo-collection ("Our analytics").
+    pub fn root_collection_model() -> Collection {
+        let mut extra = Extra::new();
+        extra.insert("parent_id".into(), json!(null));
+        extra.insert("is_personal".into(), json!(false));
+        extra.insert("can_write".into(), json!(true));
+        Collection {
+            id: CollectionKey::Root,
+            name: "Our analytics".into(),
+            description: None,
+            location: None,
+            archived: false,
+            personal_owner_id: None,
+            namespace: None,
+            extra,
+        }
+    }
+
+    /// Non-archived children of a collection (`None` = root).
+    pub fn collection_children(&self, parent: Option<i64>) -> Vec<&CollectionRec> {
+        let location = match parent {
+            None => "/".to_string(),
+            Some(p) => match self.collections.get(&p) {
+                Some(c) => c.children_location(),
+                None => return Vec::new(),
+            },
+        };
+        let mut out: Vec<&CollectionRec> = self
+            .collections
+            .values()
+            .filter(|c| !c.archived && c.location == location)
+            .collect();
+        out.sort_by_key(|c| (c.name.to_lowercase(), c.id));
+        out
+    }
+}
