@@ -291,3 +291,40 @@ async fn a_crash_looping_job_ends_in_dead_by_the_delivery_limit() {
     b.close().await;
     teardown(&prefix).await;
 }
+
+#[tokio::test]
+async fn the_worker_recovers_when_its_queue_vanishes() {
+    let prefix = fresh_prefix();
+    let b = broker(&prefix).await;
+    let topo = b.topology().clone();
+    let (handler, calls) = TestHandler::new(|_: &IncomingJob| JobResult::Done);
+    let worker = start_worker(worker_config(&prefix, 10), handler);
+    eventually("the worker consuming", || async {
+        b.consumer_count().await.ok().filter(|&n| n == 1)
+    })
+    .await;
+
+    // Deleting the queue cancels the consumer: the worker must reconnect and consume again.
+    b.channel()
+        .queue_delete(
+            topo.jobs_queue().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    b.close().await;
+    let b = broker(&prefix).await;
+    eventually("the worker back", || async {
+        b.consumer_count().await.ok().filter(|&n| n == 1)
+    })
+    .await;
+    publish_job(&b, "k", &json!({"kind": "k", "payload": {}})).await;
+    eventually("the job handled", || {
+        let n = calls.lock().unwrap().len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+    b.close().await;
+    teardown(&prefix).await;
+}
