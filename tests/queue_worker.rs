@@ -328,3 +328,58 @@ async fn the_worker_recovers_when_its_queue_vanishes() {
     b.close().await;
     teardown(&prefix).await;
 }
+
+/// The pid of the connection whose client properties mention `needle`, via rabbitmqctl.
+fn connection_pid(needle: &str) -> Option<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "-q"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn the_worker_reconnects_after_the_broker_drops_its_connection() {
+    if std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .arg("status")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: rabbitmqctl is not available to drop a connection");
+        return;
+    }
+    let prefix = fresh_prefix();
+    let b = broker(&prefix).await;
+    let (handler, calls) = TestHandler::new(|_: &IncomingJob| JobResult::Done);
+    let worker = start_worker(worker_config(&prefix, 10), handler);
+    let needle = format!("mbprov worker {prefix}");
+    let pid = eventually("the worker's connection", || {
+        let pid = connection_pid(&needle);
+        async move { pid }
+    })
+    .await;
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "test drop", "-q"])
+        .status()
+        .unwrap();
+    assert!(closed.success());
+    eventually("a new connection", || {
+        let again = connection_pid(&needle).filter(|p| *p != pid);
+        async move { again }
+    })
+    .await;
+    publish_job(&b, "k", &json!({"kind": "k", "payload": {}})).await;
+    eventually("the job handled", || {
+        let n = calls.lock().unwrap().len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+    b.close().await;
+    teardown(&prefix).await;
+}
