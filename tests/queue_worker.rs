@@ -383,3 +383,60 @@ async fn the_worker_reconnects_after_the_broker_drops_its_connection() {
     b.close().await;
     teardown(&prefix).await;
 }
+
+/// Counts handlers running at once; each holds its slot for a moment so they overlap.
+struct Overlap {
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    max: Arc<std::sync::atomic::AtomicUsize>,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Handler for Overlap {
+    fn handle(
+        &self,
+        _job: IncomingJob,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = JobResult> + Send>> {
+        let (now, max, done) = (self.now.clone(), self.max.clone(), self.done.clone());
+        Box::pin(async move {
+            let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(running, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            done.fetch_add(1, Ordering::SeqCst);
+            JobResult::Done
+        })
+    }
+}
+
+#[tokio::test]
+async fn no_more_handlers_run_at_once_than_the_concurrency() {
+    let prefix = fresh_prefix();
+    let b = broker(&prefix).await;
+    let overlap = Overlap {
+        now: Default::default(),
+        max: Default::default(),
+        done: Default::default(),
+    };
+    let (max, done) = (overlap.max.clone(), overlap.done.clone());
+    for i in 0..12 {
+        publish_job(
+            &b,
+            "k",
+            &json!({"id": format!("c{i}"), "kind": "k", "payload": {}}),
+        )
+        .await;
+    }
+    let mut cfg = worker_config(&prefix, 10);
+    cfg.concurrency = 3;
+    let worker = start_worker(cfg, Arc::new(overlap));
+    eventually("every job", || {
+        let n = done.load(Ordering::SeqCst);
+        async move { (n == 12).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+    let max = max.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&max), "{max} handlers ran at once");
+    b.close().await;
+    teardown(&prefix).await;
+}
