@@ -291,3 +291,152 @@ async fn a_crash_looping_job_ends_in_dead_by_the_delivery_limit() {
     b.close().await;
     teardown(&prefix).await;
 }
+
+#[tokio::test]
+async fn the_worker_recovers_when_its_queue_vanishes() {
+    let prefix = fresh_prefix();
+    let b = broker(&prefix).await;
+    let topo = b.topology().clone();
+    let (handler, calls) = TestHandler::new(|_: &IncomingJob| JobResult::Done);
+    let worker = start_worker(worker_config(&prefix, 10), handler);
+    eventually("the worker consuming", || async {
+        b.consumer_count().await.ok().filter(|&n| n == 1)
+    })
+    .await;
+
+    // Deleting the queue cancels the consumer: the worker must reconnect and consume again.
+    b.channel()
+        .queue_delete(
+            topo.jobs_queue().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    b.close().await;
+    let b = broker(&prefix).await;
+    eventually("the worker back", || async {
+        b.consumer_count().await.ok().filter(|&n| n == 1)
+    })
+    .await;
+    publish_job(&b, "k", &json!({"kind": "k", "payload": {}})).await;
+    eventually("the job handled", || {
+        let n = calls.lock().unwrap().len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+    b.close().await;
+    teardown(&prefix).await;
+}
+
+/// The pid of the connection whose client properties mention `needle`, via rabbitmqctl.
+fn connection_pid(needle: &str) -> Option<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "-q"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn the_worker_reconnects_after_the_broker_drops_its_connection() {
+    if std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .arg("status")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: rabbitmqctl is not available to drop a connection");
+        return;
+    }
+    let prefix = fresh_prefix();
+    let b = broker(&prefix).await;
+    let (handler, calls) = TestHandler::new(|_: &IncomingJob| JobResult::Done);
+    let worker = start_worker(worker_config(&prefix, 10), handler);
+    let needle = format!("mbprov worker {prefix}");
+    let pid = eventually("the worker's connection", || {
+        let pid = connection_pid(&needle);
+        async move { pid }
+    })
+    .await;
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "test drop", "-q"])
+        .status()
+        .unwrap();
+    assert!(closed.success());
+    eventually("a new connection", || {
+        let again = connection_pid(&needle).filter(|p| *p != pid);
+        async move { again }
+    })
+    .await;
+    publish_job(&b, "k", &json!({"kind": "k", "payload": {}})).await;
+    eventually("the job handled", || {
+        let n = calls.lock().unwrap().len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+    b.close().await;
+    teardown(&prefix).await;
+}
+
+/// Counts handlers running at once; each holds its slot for a moment so they overlap.
+struct Overlap {
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    max: Arc<std::sync::atomic::AtomicUsize>,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Handler for Overlap {
+    fn handle(
+        &self,
+        _job: IncomingJob,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = JobResult> + Send>> {
+        let (now, max, done) = (self.now.clone(), self.max.clone(), self.done.clone());
+        Box::pin(async move {
+            let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(running, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            done.fetch_add(1, Ordering::SeqCst);
+            JobResult::Done
+        })
+    }
+}
+
+#[tokio::test]
+async fn no_more_handlers_run_at_once_than_the_concurrency() {
+    let prefix = fresh_prefix();
+    let b = broker(&prefix).await;
+    let overlap = Overlap {
+        now: Default::default(),
+        max: Default::default(),
+        done: Default::default(),
+    };
+    let (max, done) = (overlap.max.clone(), overlap.done.clone());
+    for i in 0..12 {
+        publish_job(
+            &b,
+            "k",
+            &json!({"id": format!("c{i}"), "kind": "k", "payload": {}}),
+        )
+        .await;
+    }
+    let mut cfg = worker_config(&prefix, 10);
+    cfg.concurrency = 3;
+    let worker = start_worker(cfg, Arc::new(overlap));
+    eventually("every job", || {
+        let n = done.load(Ordering::SeqCst);
+        async move { (n == 12).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+    let max = max.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&max), "{max} handlers ran at once");
+    b.close().await;
+    teardown(&prefix).await;
+}

@@ -43,9 +43,11 @@ pub fn redacted(amqp_url: &str) -> String {
     }
 }
 
-/// Opens a connection, refusing to leak the password into the error.
-pub async fn connect(amqp_url: &str) -> Result<Connection, QueueError> {
-    Connection::connect(amqp_url, ConnectionProperties::default())
+/// Opens a connection, refusing to leak the password into the error. The name shows in the
+/// RabbitMQ management UI (and `rabbitmqctl list_connections user_provided_name`).
+pub async fn connect(amqp_url: &str, name: &str) -> Result<Connection, QueueError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(amqp_url, properties)
         .await
         .map_err(|source| QueueError::Connect {
             url: redacted(amqp_url),
@@ -128,7 +130,8 @@ pub struct Broker {
 impl Broker {
     /// Connects and declares the topology, as every command that touches the broker must.
     pub async fn connect(amqp_url: &str, topology: Topology) -> Result<Self, QueueError> {
-        let connection = connect(amqp_url).await?;
+        let name = format!("mbprov {}", topology.work_exchange());
+        let connection = connect(amqp_url, &name).await?;
         let channel = confirm_channel(&connection).await?;
         topology.declare(&channel).await?;
         Ok(Self {

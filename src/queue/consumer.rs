@@ -119,7 +119,8 @@ struct Session {
 
 impl Session {
     async fn open(cfg: &WorkerQueueConfig, topology: &Topology) -> Result<Self, QueueError> {
-        let connection = connect(&cfg.amqp_url).await?;
+        let name = format!("mbprov worker {}", topology.work_exchange());
+        let connection = connect(&cfg.amqp_url, &name).await?;
         let publish = confirm_channel(&connection).await?;
         topology.declare(&publish).await?;
         let consume = connection

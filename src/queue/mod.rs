@@ -30,11 +30,13 @@ pub struct IncomingJob {
     pub routing_key: String,
     /// The AMQP `message_id` property, the envelope id's fallback.
     pub message_id: Option<String>,
-    /// 1 for the first attempt; retries and redeliveries count up.
+    /// 1 for the first attempt, then one more per retry (`x-mbprov-attempts` + 1). A delivery
+    /// returned unacknowledged (a stopping or crashing worker) runs again with the same number;
+    /// RabbitMQ's delivery limit on `P.jobs` bounds those.
     pub attempt: u32,
 }
 
-/// What running a job came to.
+/// What running a job came to. A handler that panics counts as `Failed { Permanent }`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobResult {
     /// The effect is complete (or was already complete): acknowledge.

@@ -25,7 +25,7 @@
 //! 3.10 has no default limit, and without one such a job would crash-loop every replica forever.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
 use super::broker::QueueError;
@@ -199,11 +199,6 @@ pub fn compact_duration(d: std::time::Duration) -> String {
         ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
         ms => format!("{ms}ms"),
     }
-}
-
-/// A queue or exchange name as lapin wants it.
-pub fn short(s: &str) -> ShortString {
-    ShortString::from(s)
 }
 
 #[cfg(test)]
