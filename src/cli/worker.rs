@@ -164,7 +164,7 @@ impl ReadinessCheck for Readiness {
                 .health()
                 .await
                 .map_err(|_| "metabase is not answering".to_string())?;
-            let conn = crate::queue::broker::connect(&self.amqp_url)
+            let conn = crate::queue::broker::connect(&self.amqp_url, "mbprov readiness probe")
                 .await
                 .map_err(|_| "the broker is not answering".to_string())?;
             let _ = conn.close(200, "readiness probe".into()).await;
