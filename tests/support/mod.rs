@@ -1,0 +1,455 @@
+//! The end-to-end harness: a fresh prefix, a fresh emulator process and real `mbprov worker`
+//! processes on the shared RabbitMQ and Redis, with helpers that wait on conditions.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const API_KEY: &str = "mb_test_key_5ecr3t";
+pub const BIN: &str = env!("CARGO_BIN_EXE_mbprov");
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// How a stack starts.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    pub emulator_args: Vec<String>,
+    pub max_attempts: u32,
+    pub retry_delays: String,
+    pub concurrency: u16,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            emulator_args: vec![],
+            max_attempts: 10,
+            retry_delays: "100ms,200ms,400ms".into(),
+            concurrency: 8,
+        }
+    }
+}
+
+pub struct Stack {
+    pub prefix: String,
+    pub emulator_url: String,
+    pub options: StackOptions,
+    emulator: Child,
+    workers: Vec<Worker>,
+    http: reqwest::Client,
+}
+
+pub struct Worker {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+    pub http_port: Option<u16>,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Stack {
+        let prefix = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut emulator = Command::new(BIN)
+            .args(["fake-metabase", "--port", "0", "--api-key", API_KEY])
+            .args(&options.emulator_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the emulator");
+        let stdout = emulator.stdout.take().expect("emulator stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.expect("read emulator") {
+                if let Some(p) = line.strip_prefix("listening on ") {
+                    return p.trim().parse::<u16>().expect("port");
+                }
+            }
+            panic!("emulator exited before listening");
+        })
+        .await
+        .expect("emulator ready in time");
+        Stack {
+            prefix,
+            emulator_url: format!("http://127.0.0.1:{port}"),
+            options,
+            emulator,
+            workers: Vec::new(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The environment every mbprov command of this stack runs with.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("METABASE_SITE_URL".into(), self.emulator_url.clone()),
+            ("METABASE_API_KEY".into(), API_KEY.into()),
+            ("AMQP_URL".into(), amqp_url()),
+            ("REDIS_URL".into(), redis_url()),
+            ("MBPROV_PREFIX".into(), self.prefix.clone()),
+            (
+                "MBPROV_MAX_ATTEMPTS".into(),
+                self.options.max_attempts.to_string(),
+            ),
+            (
+                "MBPROV_RETRY_DELAYS".into(),
+                self.options.retry_delays.clone(),
+            ),
+            (
+                "MBPROV_CONCURRENCY".into(),
+                self.options.concurrency.to_string(),
+            ),
+            ("MBPROV_SHUTDOWN_GRACE".into(), "10s".into()),
+            ("MBPROV_LOCK_TTL".into(), "3s".into()),
+            ("RUST_LOG".into(), "info,mbprov=debug".into()),
+        ]
+    }
+
+    /// `mbprov ARGS` with this stack's environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).envs(self.env()).kill_on_drop(true);
+        c
+    }
+
+    /// Starts a worker process; its log goes to a file (read with [`Stack::worker_log`]).
+    pub async fn spawn_worker(&mut self) -> usize {
+        self.spawn_worker_with(&[]).await
+    }
+
+    pub async fn spawn_worker_with(&mut self, extra_env: &[(&str, &str)]) -> usize {
+        let log =
+            std::env::temp_dir().join(format!("{}-worker-{}.log", self.prefix, self.workers.len()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let port = free_port();
+        let child = self
+            .command(&["worker"])
+            .env("MBPROV_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .envs(
+                extra_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start a worker");
+        self.workers.push(Worker {
+            child,
+            log,
+            http_port: Some(port),
+        });
+        let i = self.workers.len() - 1;
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let http = self.http.clone();
+        eventually("the worker's health endpoint", || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        // Consuming starts right after the endpoint; wait for the consumer to be registered.
+        let status_env = self.env();
+        let expected = self.workers.len() as u64;
+        eventually("the worker consuming", || {
+            let env = status_env.clone();
+            async move {
+                let out = Command::new(BIN)
+                    .args(["status", "--json"])
+                    .envs(env)
+                    .output()
+                    .await
+                    .ok()?;
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                (v["consumers"].as_u64()? >= expected).then_some(())
+            }
+        })
+        .await;
+        i
+    }
+
+    pub fn worker_log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.workers[i].log).unwrap_or_default()
+    }
+
+    pub fn all_worker_logs(&self) -> String {
+        (0..self.workers.len())
+            .map(|i| self.worker_log(i))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn worker_http_port(&self, i: usize) -> u16 {
+        self.workers[i].http_port.expect("worker has an http port")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn stop_worker(&mut self, i: usize) -> std::process::ExitStatus {
+        let w = &mut self.workers[i];
+        if let Some(pid) = w.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(30), w.child.wait())
+            .await
+            .expect("worker stops within 30 s")
+            .expect("wait")
+    }
+
+    pub async fn kill_worker(&mut self, i: usize) {
+        let _ = self.workers[i].child.kill().await;
+    }
+
+    /// Publishes envelopes with `mbprov publish -`; returns its stdout lines.
+    pub async fn publish(&self, envelopes: &[Value]) -> Vec<String> {
+        let out = self
+            .run_stdin(
+                &["publish", "-"],
+                &Value::Array(envelopes.to_vec()).to_string(),
+            )
+            .await;
+        assert!(
+            out.status.success(),
+            "publish failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Publishes raw bytes with a routing key (for malformed messages), bypassing validation.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        use mbprov::queue::retry::RetryPolicy;
+        use mbprov::queue::topology::Topology;
+        let delays = parse_delays(&self.options.retry_delays);
+        let broker = mbprov::queue::Broker::connect(
+            &amqp_url(),
+            Topology::new(&self.prefix, RetryPolicy::new(&delays)),
+        )
+        .await
+        .expect("broker");
+        let props = lapin::BasicProperties::default().with_delivery_mode(2);
+        broker
+            .publish(&self.prefix, routing_key, body, props)
+            .await
+            .expect("publish raw");
+        broker.close().await;
+    }
+
+    pub async fn run_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mbprov");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .expect("write stdin");
+        drop(stdin);
+        child.wait_with_output().await.expect("mbprov output")
+    }
+
+    pub async fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().await.expect("run mbprov")
+    }
+
+    pub async fn dead_letters(&self) -> Vec<Value> {
+        let out = self.run(&["dlq", "list", "--json"]).await;
+        assert!(
+            out.status.success(),
+            "dlq list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("dlq json");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn emu_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.emulator_url))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .expect("emulator")
+            .json()
+            .await
+            .expect("emulator json")
+    }
+
+    pub async fn emu_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, format!("{}{path}", self.emulator_url))
+            .header("x-api-key", API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("emulator")
+    }
+
+    pub async fn state(&self) -> Value {
+        self.emu_get("/_emulator/state").await
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.emu_get("/_emulator/stats").await
+    }
+
+    pub async fn faults(&self, body: Value) {
+        let r = self
+            .emu_send(reqwest::Method::POST, "/_emulator/faults", body)
+            .await;
+        assert!(r.status().is_success());
+    }
+
+    /// Waits until the job with this id is recorded as completed in Redis.
+    pub async fn wait_done(&self, job_id: &str) {
+        let key = format!("{}:done:{job_id}", self.prefix);
+        let client = redis::Client::open(redis_url()).expect("redis");
+        eventually(&format!("job {job_id} done"), || {
+            let client = client.clone();
+            let key = key.clone();
+            async move {
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                let n: i64 = redis::cmd("EXISTS")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .ok()?;
+                (n == 1).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Stops the processes and deletes this prefix's queues, exchanges and Redis keys.
+    pub async fn teardown(mut self) {
+        for i in 0..self.workers.len() {
+            let _ = self.workers[i].child.kill().await;
+        }
+        let _ = self.emulator.kill().await;
+        if let Ok(client) = redis::Client::open(redis_url())
+            && let Ok(mut c) = client.get_multiplexed_async_connection().await
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+            }
+        }
+        use mbprov::queue::retry::RetryPolicy;
+        use mbprov::queue::topology::Topology;
+        let delays = parse_delays(&self.options.retry_delays);
+        if let Ok(b) = mbprov::queue::Broker::connect(
+            &amqp_url(),
+            Topology::new(&self.prefix, RetryPolicy::new(&delays)),
+        )
+        .await
+        {
+            let topo = b.topology().clone();
+            for q in topo.queues() {
+                let _ = b.channel().queue_delete(q.into(), Default::default()).await;
+            }
+            for x in [topo.work_exchange(), topo.dead()] {
+                let _ = b
+                    .channel()
+                    .exchange_delete(x.into(), Default::default())
+                    .await;
+            }
+            b.close().await;
+        }
+    }
+}
+
+fn parse_delays(s: &str) -> mbprov::config::RetryDelays {
+    mbprov::config::RetryDelays(
+        s.split(',')
+            .map(|d| mbprov::config::parse_duration(d).expect("delay"))
+            .collect(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, failing the test after 60 seconds.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `tenant.created` envelope for tenant `n`.
+pub fn tenant_created(n: u32) -> Value {
+    json!({
+        "id": format!("tenant-{n}-created"),
+        "kind": "tenant.created",
+        "payload": {
+            "tenant_id": n.to_string(),
+            "tenant_name": format!("Acme {n}"),
+            "database_id": 1,
+            "shared_collection_id": 2,
+            "admin_user": {"email": format!("admin{n}@acme{n}.test"), "first_name": "Ada", "last_name": format!("Tenant{n}")}
+        }
+    })
+}
+
+pub fn find<'a>(items: &'a Value, key: &str, value: &str) -> Vec<&'a Value> {
+    items
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i[key].as_str() == Some(value))
+                .collect()
+        })
+        .unwrap_or_default()
+}
