@@ -201,6 +201,18 @@ impl State {
         set.into_iter().collect()
     }
 
+    /// User id -> sorted group ids, built once for list endpoints (one scan, not one per user).
+    pub fn group_index(&self) -> BTreeMap<i64, Vec<i64>> {
+        let mut index: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+        for m in self.memberships.values() {
+            index.entry(m.user_id).or_default().insert(m.group_id);
+        }
+        index
+            .into_iter()
+            .map(|(u, g)| (u, g.into_iter().collect()))
+            .collect()
+    }
+
     pub fn membership_of(&self, user_id: i64, group_id: i64) -> Option<&MembershipRec> {
         self.memberships
             .values()
