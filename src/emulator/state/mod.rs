@@ -24,6 +24,7 @@ mod catalog;
 mod collection_graph;
 mod collections;
 mod data_graph;
+mod data_put;
 mod groups;
 mod sandboxes;
 mod seed;
@@ -33,7 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use catalog::{Catalog, DatabaseRec, FieldRec, TableRec};
 pub use collections::{CollectionPatch, CollectionRec, NewCollectionInput};
-pub use data_graph::{DataPerms, DataPutOutcome, DbFlags, TablePerms, admin_db_perms};
+pub use data_graph::{DataPerms, DbFlags, TablePerms, admin_db_perms};
+pub use data_put::DataPutOutcome;
 pub use groups::GroupRec;
 pub use sandboxes::SandboxRec;
 pub use seed::SeededTenant;
