@@ -245,6 +245,20 @@ impl State {
                     text::BLOCKED_NEEDS_TOKEN,
                 ));
             }
+            let impersonations = body
+                .get("impersonations")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+            let impersonated = plan
+                .tables
+                .values()
+                .any(|p| p.view_data == Some(ViewData::Impersonated));
+            if impersonations || impersonated {
+                return Err(ApiError::plain(
+                    StatusCode::PAYMENT_REQUIRED,
+                    text::IMPERSONATION_PAID,
+                ));
+            }
             if !sandbox_items.is_empty() {
                 return Err(ApiError::plain(
                     StatusCode::PAYMENT_REQUIRED,
