@@ -481,6 +481,8 @@ async fn data_graph_puts_are_partial_and_fenced_by_the_revision() {
     let stats = e.get("/_emulator/stats").await.json();
     assert_eq!(stats["graph_puts"]["data"], 5);
     assert_eq!(stats["conflicts"]["data"], 1);
+    assert!(stats["bytes"]["PUT /api/permissions/graph"]["in"].as_u64() > Some(0));
+    assert!(stats["bytes"]["GET /api/permissions/graph/group/:id"]["out"].as_u64() > Some(0));
 }
 
 #[tokio::test]

@@ -35,13 +35,14 @@ pub fn router() -> Router<App> {
 /// answers), `collection_graph` (rendered) and `collection_perms` (stored), `sandboxes`,
 /// `api_keys` (masked), `revisions` `{data, collection}`.
 pub fn dump(db: &Db) -> Value {
+    let index = db.group_index();
     let users: Vec<Value> = db
         .users
         .values()
         .map(|u| {
             let mut v = json!(u);
             if let Some(o) = v.as_object_mut() {
-                o.insert("group_ids".into(), json!(db.group_ids_of(u.id)));
+                o.insert("group_ids".into(), json!(index.get(&u.id)));
             }
             v
         })

@@ -20,6 +20,7 @@ pub mod text {
         "You cannot create or revoke permissions for the 'Admin' group.";
     pub const BLOCKED_NEEDS_TOKEN: &str = "The blocked permissions functionality is only enabled if you have a premium token with the advanced-permissions feature.";
     pub const SANDBOXES_PAID: &str = "Sandboxes is a paid feature not currently available to your instance. Please upgrade to use it. Learn more at metabase.com/upgrade/";
+    pub const IMPERSONATION_PAID: &str = "Connection impersonation is a paid feature not currently available to your instance. Please upgrade to use it. Learn more at metabase.com/upgrade/";
     pub const GTAP_DISABLED: &str = "Error: sandboxing is not enabled for this instance. Please check you have set a valid Enterprise token and try again.";
     pub const INITIALIZING: &str = "Metabase is still initializing. Please sit tight...";
     pub const SETUP_DONE: &str = "The /api/setup route can only be used to create the first user, however a user currently exists.";

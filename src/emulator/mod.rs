@@ -28,9 +28,12 @@ use stats::Stats;
 /// `mbprov fake-metabase` flags.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EmulatorOptions {
-    /// Port to listen on (on 127.0.0.1); 0 picks a free one.
+    /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 3000)]
     pub port: u16,
+    /// Address to listen on; `0.0.0.0` to be reachable from other containers.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
     /// The API key the emulator accepts in `x-api-key` (acts as a superuser).
     #[arg(long, env = "MB_EMULATOR_API_KEY", hide_env_values = true)]
     pub api_key: String,
@@ -59,6 +62,7 @@ impl EmulatorOptions {
     pub fn new(api_key: impl Into<String>) -> Self {
         EmulatorOptions {
             port: 0,
+            host: std::net::IpAddr::from([127, 0, 0, 1]),
             api_key: api_key.into(),
             latency_ms: 0,
             error_rate: 0.0,
@@ -72,8 +76,12 @@ impl EmulatorOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
-    #[error("cannot listen on 127.0.0.1:{port}: {source}. Pick another --port (0 = any free port)")]
-    Bind { port: u16, source: std::io::Error },
+    #[error("cannot listen on {host}:{port}: {source}. Pick another --port (0 = any free port)")]
+    Bind {
+        host: std::net::IpAddr,
+        port: u16,
+        source: std::io::Error,
+    },
     #[error("the emulator's server failed: {0}")]
     Serve(std::io::Error),
     #[error("--error-rate must be between 0 and 1, got {0}")]
@@ -132,7 +140,7 @@ impl RunningEmulator {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    /// `http://HOST:PORT`, without a trailing slash.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -160,16 +168,17 @@ impl Drop for RunningEmulator {
     }
 }
 
-async fn bind(port: u16) -> Result<TcpListener, EmulatorError> {
-    TcpListener::bind(("127.0.0.1", port))
+async fn bind(opts: &EmulatorOptions) -> Result<TcpListener, EmulatorError> {
+    let (host, port) = (opts.host, opts.port);
+    TcpListener::bind((host, port))
         .await
-        .map_err(|source| EmulatorError::Bind { port, source })
+        .map_err(|source| EmulatorError::Bind { host, port, source })
 }
 
 /// Binds and serves in a background task (for tests and benchmarks in the same process).
 pub async fn spawn(opts: EmulatorOptions) -> Result<RunningEmulator, EmulatorError> {
     let app = App::new(&opts)?;
-    let listener = bind(opts.port).await?;
+    let listener = bind(&opts).await?;
     let addr = listener.local_addr().map_err(EmulatorError::Serve)?;
     let (stop, stopped) = oneshot::channel::<()>();
     let router = routes::router(app);
@@ -190,7 +199,7 @@ pub async fn spawn(opts: EmulatorOptions) -> Result<RunningEmulator, EmulatorErr
 /// `mbprov fake-metabase`: serves until SIGINT/SIGTERM, after printing `listening on PORT`.
 pub async fn serve(opts: EmulatorOptions) -> Result<(), EmulatorError> {
     let app = App::new(&opts)?;
-    let listener = bind(opts.port).await?;
+    let listener = bind(&opts).await?;
     let port = listener.local_addr().map_err(EmulatorError::Serve)?.port();
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {port}")

@@ -46,9 +46,13 @@ pub async fn list(
     let db = app.state.lock().await;
     let mut groups: Vec<&GroupRec> = db.groups.values().collect();
     groups.sort_by_key(|g| (g.name.to_lowercase(), g.id));
+    let counts = db.member_counts();
     let out = groups
         .into_iter()
-        .map(|g| insert(group_json(g), "member_count", json!(db.member_count(g.id))))
+        .map(|g| {
+            let count = counts.get(&g.id).copied().unwrap_or(0);
+            insert(group_json(g), "member_count", json!(count))
+        })
         .collect();
     Ok(Json(Value::Array(out)))
 }

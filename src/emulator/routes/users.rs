@@ -28,7 +28,8 @@ pub enum Shape {
     Plain,
 }
 
-pub fn user_model(db: &Db, u: &UserRec, shape: Shape) -> User {
+/// `groups`: the user's group ids, sorted.
+pub fn user_model(u: &UserRec, groups: Vec<i64>, shape: Shape) -> User {
     let mut extra = Extra::new();
     for (k, v) in [
         ("date_joined", json!(u.date_joined)),
@@ -42,7 +43,6 @@ pub fn user_model(db: &Db, u: &UserRec, shape: Shape) -> User {
     ] {
         extra.insert(k.into(), v);
     }
-    let groups = db.group_ids_of(u.id);
     User {
         id: u.id,
         email: u.email.clone(),
@@ -68,7 +68,7 @@ pub fn user_model(db: &Db, u: &UserRec, shape: Shape) -> User {
 
 fn render(db: &Db, id: i64, shape: Shape) -> ApiResult<Json<Value>> {
     let u = db.users.get(&id).ok_or_else(ApiError::not_found)?;
-    serde_json::to_value(user_model(db, u, shape))
+    serde_json::to_value(user_model(u, db.group_ids_of(id), shape))
         .map(Json)
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -159,9 +159,13 @@ pub async fn list(
     };
     let db = app.state.lock().await;
     let (users, total) = db.list_users(&q);
+    let index = db.group_index();
     let data: Vec<User> = users
         .into_iter()
-        .map(|u| user_model(&db, u, Shape::ListItem))
+        .map(|u| {
+            let groups = index.get(&u.id).cloned().unwrap_or_default();
+            user_model(u, groups, Shape::ListItem)
+        })
         .collect();
     let paged = limit.is_some() || offset.is_some();
     Ok(Json(json!({

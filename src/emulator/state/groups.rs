@@ -143,12 +143,15 @@ impl State {
             .collect()
     }
 
-    pub fn member_count(&self, group_id: i64) -> usize {
-        self.memberships
-            .values()
-            .filter(|m| m.group_id == group_id)
-            .filter(|m| self.users.get(&m.user_id).is_some_and(|u| u.is_active))
-            .count()
+    /// Group id -> number of active members, in one scan.
+    pub fn member_counts(&self) -> std::collections::BTreeMap<i64, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for m in self.memberships.values() {
+            if self.users.get(&m.user_id).is_some_and(|u| u.is_active) {
+                *counts.entry(m.group_id).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// `POST /api/permissions/membership`.

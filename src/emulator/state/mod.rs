@@ -24,6 +24,7 @@ mod catalog;
 mod collection_graph;
 mod collections;
 mod data_graph;
+mod data_put;
 mod groups;
 mod sandboxes;
 mod seed;
@@ -33,7 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use catalog::{Catalog, DatabaseRec, FieldRec, TableRec};
 pub use collections::{CollectionPatch, CollectionRec, NewCollectionInput};
-pub use data_graph::{DataPerms, DataPutOutcome, DbFlags, TablePerms, admin_db_perms};
+pub use data_graph::{DataPerms, DbFlags, TablePerms, admin_db_perms};
+pub use data_put::DataPutOutcome;
 pub use groups::GroupRec;
 pub use sandboxes::SandboxRec;
 pub use seed::SeededTenant;
@@ -199,6 +201,18 @@ impl State {
             .map(|m| m.group_id)
             .collect();
         set.into_iter().collect()
+    }
+
+    /// User id -> sorted group ids, built once for list endpoints (one scan, not one per user).
+    pub fn group_index(&self) -> BTreeMap<i64, Vec<i64>> {
+        let mut index: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+        for m in self.memberships.values() {
+            index.entry(m.user_id).or_default().insert(m.group_id);
+        }
+        index
+            .into_iter()
+            .map(|(u, g)| (u, g.into_iter().collect()))
+            .collect()
     }
 
     pub fn membership_of(&self, user_id: i64, group_id: i64) -> Option<&MembershipRec> {

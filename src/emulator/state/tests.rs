@@ -184,6 +184,8 @@ fn oss_refuses_blocked_and_sandboxes_with_402() {
     )
     .unwrap_err();
     assert_eq!(err.status().as_u16(), 402);
+    let err = put(&mut s, json!({"1": {"1": {"view-data": "impersonated"}}})).unwrap_err();
+    assert_eq!(err.status().as_u16(), 402);
     let body = json!({"revision": 1, "groups": {}, "sandboxes": [{"group_id": 1, "table_id": 10}]});
     assert_eq!(
         s.put_data_graph(&body, false)

@@ -342,6 +342,13 @@ impl State {
     /// `GET /api/user`: the page and the total under the same filters.
     pub fn list_users(&self, q: &UserListQuery) -> (Vec<&UserRec>, usize) {
         let needle = q.query.as_ref().map(|s| s.to_lowercase());
+        let members: Option<BTreeSet<i64>> = q.group_id.map(|g| {
+            self.memberships
+                .values()
+                .filter(|m| m.group_id == g)
+                .map(|m| m.user_id)
+                .collect()
+        });
         let mut users: Vec<&UserRec> = self
             .users
             .values()
@@ -358,10 +365,7 @@ impl State {
                         || u.email.contains(n)
                 })
             })
-            .filter(|u| {
-                q.group_id
-                    .is_none_or(|g| self.membership_of(u.id, g).is_some())
-            })
+            .filter(|u| members.as_ref().is_none_or(|m| m.contains(&u.id)))
             .collect();
         let key = |u: &&UserRec| {
             (
@@ -370,7 +374,7 @@ impl State {
                 u.id,
             )
         };
-        users.sort_by_key(key);
+        users.sort_by_cached_key(key);
         let total = users.len();
         if q.limit.is_some() || q.offset.is_some() {
             let offset = q.offset.unwrap_or(0);
