@@ -38,8 +38,12 @@ impl FromStr for CollectionKey {
 }
 
 impl Serialize for CollectionKey {
+    /// Ids are numbers in `id` fields; as object keys serde_json writes them as strings.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self {
+            CollectionKey::Root => s.serialize_str("root"),
+            CollectionKey::Id(id) => s.serialize_i64(*id),
+        }
     }
 }
 
