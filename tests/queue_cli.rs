@@ -123,15 +123,15 @@ async fn publish_reads_one_envelope_an_array_and_ndjson() {
     let array = dir.path().join("array.json");
     std::fs::write(
         &one,
-        "{\n \"id\": \"j1\",\n \"kind\": \"user.upserted\",\n \"payload\": {}\n}\n",
+        "{\n \"id\": \"j1\",\n \"kind\": \"user.upserted\",\n \"payload\": {\"email\": \"j1@acme.test\"}\n}\n",
     )
     .unwrap();
     std::fs::write(
         &array,
-        r#"[{"id":"j2","kind":"tenant.created","payload":{}},{"kind":"tenant.deleted","payload":{}}]"#,
+        r#"[{"id":"j2","kind":"tenant.created","payload":{"tenant_id":"2","tenant_name":"Two","database_id":1,"admin_user":{"email":"a@two.test"}}},{"kind":"tenant.deleted","payload":{"tenant_id":"3"}}]"#,
     )
     .unwrap();
-    let ndjson = "{\"id\":\"j4\",\"kind\":\"user.deactivated\",\"payload\":{}}\n{\"id\":\"j5\",\"kind\":\"user.deactivated\",\"payload\":{}}\n";
+    let ndjson = "{\"id\":\"j4\",\"kind\":\"user.deactivated\",\"payload\":{\"email\":\"j4@acme.test\"}}\n{\"id\":\"j5\",\"kind\":\"user.deactivated\",\"payload\":{\"email\":\"j5@acme.test\"}}\n";
     let out = mbprov(
         &prefix,
         &[
@@ -180,10 +180,14 @@ async fn publish_refuses_an_invalid_file_and_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.json");
     let bad = dir.path().join("bad.ndjson");
-    std::fs::write(&good, r#"{"kind":"user.upserted","payload":{}}"#).unwrap();
+    std::fs::write(
+        &good,
+        r#"{"kind":"user.upserted","payload":{"email":"g@acme.test"}}"#,
+    )
+    .unwrap();
     std::fs::write(
         &bad,
-        "{\"kind\":\"a\",\"payload\":{}}\n{\"kind\":\"b\",\"payload\":[]}\n",
+        "{\"kind\":\"user.deactivated\",\"payload\":{\"email\":\"a@acme.test\"}}\n{\"kind\":\"user.deactivated\",\"payload\":[]}\n",
     )
     .unwrap();
     let out = mbprov(

@@ -133,7 +133,7 @@ pub fn parse_envelopes(text: &[u8]) -> Result<Vec<Value>, String> {
 
 /// The structural check `publish` makes before sending: a JSON object with a non-empty string
 /// `kind`, an object `payload`, an `id` of 1 to 200 characters when present, at most 1 MiB.
-/// The job layer's full validation (known kinds, typed payloads) can take its place here.
+/// Then the job layer's full validation (known kinds, typed payloads).
 pub fn validate_for_publish(envelope: &Value) -> Result<(), String> {
     let Some(object) = envelope.as_object() else {
         return Err("an envelope must be a JSON object".into());
@@ -155,13 +155,17 @@ pub fn validate_for_publish(envelope: &Value) -> Result<(), String> {
         Some(Value::String(_)) => return Err("`id` must be 1 to 200 characters".into()),
         Some(_) => return Err("`id` must be a string".into()),
     }
-    let size = serde_json::to_vec(envelope).map_or(0, |b| b.len());
-    if size > MAX_BODY {
+    let body = serde_json::to_vec(envelope).map_err(|e| e.to_string())?;
+    if body.len() > MAX_BODY {
         return Err(format!(
-            "the envelope is {size} bytes, more than the 1 MiB limit"
+            "the envelope is {} bytes, more than the 1 MiB limit",
+            body.len()
         ));
     }
-    Ok(())
+    // The worker's own validation, so nothing is published that it would dead-letter.
+    crate::jobs::envelope::parse(&body, None)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -206,9 +210,17 @@ mod tests {
     fn validation_table() {
         let long = "x".repeat(201);
         let table = [
-            (json!({"kind": "a", "payload": {}}), None),
             (
-                json!({"id": "j", "kind": "a", "payload": {}, "metadata": {}}),
+                json!({"kind": "user.deactivated", "payload": {"email": "a@b.test"}}),
+                None,
+            ),
+            (json!({"kind": "a", "payload": {}}), Some("unknown kind")),
+            (
+                json!({"kind": "user.deactivated", "payload": {"email": "nope"}}),
+                Some("payload.email"),
+            ),
+            (
+                json!({"id": "j", "kind": "user.deactivated", "payload": {"email": "a@b.test"}, "metadata": {}}),
                 None,
             ),
             (json!([]), Some("JSON object")),
