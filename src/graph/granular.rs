@@ -31,12 +31,13 @@ pub fn satisfies<T: Clone + PartialEq + LeastPermissive>(
     wanted: &Granular<T>,
 ) -> bool {
     match wanted {
-        // Metabase collapses a value shared by every table to the database level, so a
-        // granular answer means the tables differ.
+        // Metabase collapses a value shared by every table to the database level, except EE
+        // renders a sandboxed group's view-data per table: a granular answer satisfies a
+        // database value when every table it lists has that value.
         Granular::All(v) => match actual {
             None => *v == T::least(),
             Some(Granular::All(a)) => a == v,
-            Some(Granular::Schemas(_)) => false,
+            Some(Granular::Schemas(s)) => *v != T::least() && all_leaves_are(s, v),
         },
         Granular::Schemas(schemas) => schemas.iter().all(|(schema, level)| match level {
             SchemaLevel::All(v) => match actual {
@@ -45,7 +46,9 @@ pub fn satisfies<T: Clone + PartialEq + LeastPermissive>(
                 Some(Granular::Schemas(a)) => match a.get(schema) {
                     None => *v == T::least(),
                     Some(SchemaLevel::All(a)) => a == v,
-                    Some(SchemaLevel::Tables(_)) => false,
+                    Some(SchemaLevel::Tables(t)) => {
+                        *v != T::least() && !t.is_empty() && t.values().all(|a| a == v)
+                    }
                 },
             },
             SchemaLevel::Tables(tables) => tables
@@ -53,6 +56,14 @@ pub fn satisfies<T: Clone + PartialEq + LeastPermissive>(
                 .all(|(table, v)| resolve(actual, schema, table.0) == *v),
         }),
     }
+}
+
+fn all_leaves_are<T: PartialEq>(schemas: &BTreeMap<String, SchemaLevel<T>>, v: &T) -> bool {
+    !schemas.is_empty()
+        && schemas.values().all(|level| match level {
+            SchemaLevel::All(a) => a == v,
+            SchemaLevel::Tables(t) => !t.is_empty() && t.values().all(|a| a == v),
+        })
 }
 
 /// `later` applied over `earlier`: later values win where they overlap.
@@ -173,16 +184,23 @@ mod tests {
                 schema("PUBLIC", QueryBuilder),
                 true,
             ),
+            // EE renders a sandboxed group's view-data per table even when the tables agree.
             (
-                Some(tables("PUBLIC", &[(1, QueryBuilder)])),
+                Some(tables("PUBLIC", &[(1, QueryBuilder), (2, QueryBuilder)])),
                 schema("PUBLIC", QueryBuilder),
-                false,
+                true,
             ),
             (
-                Some(tables("PUBLIC", &[(1, QueryBuilder)])),
+                Some(tables("PUBLIC", &[(1, QueryBuilder), (2, QueryBuilder)])),
+                Granular::All(QueryBuilder),
+                true,
+            ),
+            (
+                Some(tables("PUBLIC", &[(1, QueryBuilder), (2, No)])),
                 Granular::All(QueryBuilder),
                 false,
             ),
+            (Some(tables("PUBLIC", &[(1, No)])), Granular::All(No), false),
         ];
         for (actual, wanted, ok) in cases {
             assert_eq!(

@@ -26,6 +26,18 @@ pub async fn run(ctx: &Context, t: &TenantDeleted) -> Result<(), JobError> {
     }
     let named = BTreeSet::from([group]);
 
+    // Sandboxes first: a sandboxed table reads as `sandboxed` until its sandbox is gone, so
+    // the revocation below could never be verified while one is left.
+    if ctx.features.sandboxes {
+        for s in ctx.mb.list_sandboxes(Some(group)).await? {
+            if let (Some(id), Some(g)) = (s.id, s.group_id)
+                && g == group
+            {
+                ctx.mb.delete_sandbox(id).await?;
+            }
+        }
+    }
+
     // Explicit lowest values on every database the group has a cell for: omission revokes nothing.
     let slice = ctx.mb.data_graph_for_group(group).await?;
     let mut change = DataChange::default();
@@ -42,16 +54,6 @@ pub async fn run(ctx: &Context, t: &TenantDeleted) -> Result<(), JobError> {
     );
     d?;
     c?;
-    if ctx.features.sandboxes {
-        for s in ctx.mb.list_sandboxes(Some(group)).await? {
-            if let (Some(id), Some(g)) = (s.id, s.group_id)
-                && g == group
-            {
-                ctx.mb.delete_sandbox(id).await?;
-            }
-        }
-    }
-
     let members = ctx.mb.get_group(group).await?.members.unwrap_or_default();
     for m in members {
         if m.is_superuser {

@@ -155,6 +155,28 @@ fn collapse<T: Clone + PartialEq>(cells: &[Cell<'_, T>], least: &T) -> Option<Gr
     (!schemas.is_empty()).then_some(Granular::Schemas(schemas))
 }
 
+/// Per-table values without collapsing: how EE renders `view-data` once a group has sandboxes
+/// ("db/schema values are split into per-table values"); least values left out.
+fn per_table<T: Clone + PartialEq>(cells: &[Cell<'_, T>], least: &T) -> Option<Granular<T>> {
+    let mut schemas: BTreeMap<String, BTreeMap<Id, T>> = BTreeMap::new();
+    for (schema, table, value) in cells {
+        if value != least {
+            schemas
+                .entry(schema.to_string())
+                .or_default()
+                .insert(Id(*table), value.clone());
+        }
+    }
+    (!schemas.is_empty()).then(|| {
+        Granular::Schemas(
+            schemas
+                .into_iter()
+                .map(|(s, t)| (s, SchemaLevel::Tables(t)))
+                .collect(),
+        )
+    })
+}
+
 impl State {
     fn sandboxed_tables(&self, group: i64) -> BTreeSet<i64> {
         self.sandboxes
@@ -199,7 +221,11 @@ impl State {
             .collect();
         let flags = self.data.flags(group, db.id);
         let perms = DbPerms {
-            view_data: collapse(&view, &ViewData::Blocked),
+            view_data: if !rows.iter().any(|(_, t, _)| sandboxed.contains(t)) {
+                collapse(&view, &ViewData::Blocked)
+            } else {
+                per_table(&view, &ViewData::Blocked)
+            },
             create_queries: collapse(&cq, &CreateQueries::No),
             download: collapse(&dl, &Download::None).map(SchemasValue::new),
             data_model: collapse(&dm, &DataModel::None).map(SchemasValue::new),
