@@ -81,7 +81,8 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         entity_lock_ttl: cmd.worker.lock_ttl,
         entity_lock_wait: Duration::from_secs(2).min(cmd.worker.lock_wait),
     };
-    let runner = JobRunner::new(ctx, cmd.worker.max_attempts);
+    let runner = JobRunner::new(ctx, cmd.worker.max_attempts)
+        .abort_on_kind(std::env::var("MBPROV_TEST_ABORT_ON_KIND").ok());
 
     let ops = match http_addr {
         Some(addr) => {

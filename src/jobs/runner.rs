@@ -16,6 +16,7 @@ use super::{Context, JobError, envelope};
 pub struct JobRunner {
     ctx: Arc<Context>,
     max_attempts: u32,
+    abort_on_kind: Option<Arc<str>>,
 }
 
 impl JobRunner {
@@ -23,7 +24,15 @@ impl JobRunner {
         JobRunner {
             ctx: Arc::new(ctx),
             max_attempts,
+            abort_on_kind: None,
         }
+    }
+
+    /// Test hook: abort the whole process on a delivery with this routing key, to prove that
+    /// the broker's delivery limit ends a crash loop (`MBPROV_TEST_ABORT_ON_KIND`).
+    pub fn abort_on_kind(mut self, kind: Option<String>) -> Self {
+        self.abort_on_kind = kind.filter(|k| !k.is_empty()).map(Arc::from);
+        self
     }
 }
 
@@ -40,6 +49,10 @@ impl Handler for JobRunner {
 impl JobRunner {
     async fn handle_one(&self, incoming: IncomingJob) -> JobResult {
         let started = Instant::now();
+        if self.abort_on_kind.as_deref() == Some(incoming.routing_key.as_str()) {
+            tracing::error!(routing_key = %incoming.routing_key, "MBPROV_TEST_ABORT_ON_KIND: aborting the process");
+            std::process::abort();
+        }
         let parsed = match envelope::parse(&incoming.body, incoming.message_id.as_deref()) {
             Ok(p) => p,
             Err(e) => {

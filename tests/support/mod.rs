@@ -171,7 +171,11 @@ impl Stack {
         .await;
         // Consuming starts right after the endpoint; wait for the consumer to be registered.
         let status_env = self.env();
-        let expected = self.workers.len() as u64;
+        let expected = self
+            .workers
+            .iter_mut()
+            .filter_map(|w| matches!(w.child.try_wait(), Ok(None)).then_some(()))
+            .count() as u64;
         eventually("the worker consuming", || {
             let env = status_env.clone();
             async move {
@@ -187,6 +191,39 @@ impl Stack {
         })
         .await;
         i
+    }
+
+    /// Starts a worker without waiting for it to be ready (it may die at once).
+    pub async fn spawn_worker_detached(&mut self, extra_env: &[(&str, &str)]) -> usize {
+        let log =
+            std::env::temp_dir().join(format!("{}-worker-{}.log", self.prefix, self.workers.len()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = self
+            .command(&["worker"])
+            .env("MBPROV_HTTP_ADDR", "off")
+            .envs(
+                extra_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start a worker");
+        self.workers.push(Worker {
+            child,
+            log,
+            http_port: None,
+        });
+        self.workers.len() - 1
+    }
+
+    /// Waits for a worker process to exit by itself.
+    pub async fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(60), self.workers[i].child.wait())
+            .await
+            .expect("worker exits within 60 s")
+            .expect("wait")
     }
 
     pub fn worker_log(&self, i: usize) -> String {
