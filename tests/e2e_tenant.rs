@@ -109,3 +109,59 @@ async fn the_same_job_twice_and_two_racing_workers_make_one_of_everything() {
     assert!(stack.dead_letters().await.is_empty());
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_jobs_in_flight_loses_nothing_and_half_applies_nothing() {
+    let mut stack = Stack::start().await;
+    // Slow enough that SIGTERM lands mid-job; the short grace cuts some jobs off.
+    stack.faults(json!({"latency_ms": 150})).await;
+    let first = stack
+        .spawn_worker_with(&[("MBPROV_SHUTDOWN_GRACE", "300ms")])
+        .await;
+    const N: u32 = 16;
+    stack
+        .publish(&(1..=N).map(tenant_created).collect::<Vec<_>>())
+        .await;
+    eventually("the first worker to be mid-way", || async {
+        let log = stack.worker_log(first);
+        (log.matches("job done").count() >= 2).then_some(())
+    })
+    .await;
+    let status = stack.stop_worker(first).await;
+    assert!(status.success(), "worker exits 0 after SIGTERM: {status:?}");
+    let log = stack.worker_log(first);
+    assert!(log.contains("worker stopped"), "{log}");
+
+    stack.faults(json!({"latency_ms": 0})).await;
+    stack.spawn_worker().await;
+    for n in 1..=N {
+        stack.wait_done(&format!("tenant-{n}-created")).await;
+    }
+    let state = stack.state().await;
+    for n in 1..=N {
+        let g = group_id(&state, &format!("Tenant: {n}"));
+        assert_eq!(
+            find(&state["users"], "email", &format!("admin{n}@acme{n}.test")).len(),
+            1
+        );
+        let c = find(
+            &state["collections"],
+            "name",
+            &format!("Acme {n} Dashboards"),
+        );
+        assert_eq!(c.len(), 1, "tenant {n}: one collection");
+        let cid = c[0]["id"].as_i64().unwrap();
+        assert_eq!(
+            state["collection_graph"]["groups"][g.to_string()][cid.to_string()],
+            "read",
+            "tenant {n}"
+        );
+        assert_eq!(
+            state["data_graph"]["rendered"]["groups"][g.to_string()]["1"]["create-queries"],
+            "query-builder",
+            "tenant {n}"
+        );
+    }
+    assert!(stack.dead_letters().await.is_empty());
+    stack.teardown().await;
+}
