@@ -75,6 +75,8 @@ pub struct WriterConfig {
 
 struct Pending<C> {
     change: C,
+    /// The submitting job's span, so the outcome is logged with its job id, kind and tenant.
+    span: tracing::Span,
     reply: oneshot::Sender<Result<(), WriteError>>,
 }
 
@@ -117,9 +119,14 @@ impl GraphWriter {
 
 async fn submit<C>(tx: &mpsc::Sender<Pending<C>>, change: C) -> Result<(), WriteError> {
     let (reply, rx) = oneshot::channel();
-    tx.send(Pending { change, reply })
-        .await
-        .map_err(|_| WriteError::Stopped)?;
+    let span = tracing::Span::current();
+    tx.send(Pending {
+        change,
+        span,
+        reply,
+    })
+    .await
+    .map_err(|_| WriteError::Stopped)?;
     rx.await.map_err(|_| WriteError::Stopped)?
 }
 
@@ -154,10 +161,19 @@ async fn run<K: Kind>(core: Core, mut rx: mpsc::Receiver<Pending<K::Change>>, ki
                 Err(_) => break,
             }
         }
-        let (changes, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|p| (p.change, p.reply)).unzip();
+        let size = batch.len();
+        let mut changes = Vec::with_capacity(size);
+        let mut waiting = Vec::with_capacity(size);
+        for p in batch {
+            changes.push(p.change);
+            waiting.push((p.span, p.reply));
+        }
         let results = write_split(&core, &kind, &changes).await;
-        for (reply, result) in replies.into_iter().zip(results) {
+        for ((span, reply), result) in waiting.into_iter().zip(results) {
+            span.in_scope(|| match &result {
+                Ok(()) => tracing::debug!(graph = K::NAME, batch = size, "graph change written"),
+                Err(e) => tracing::debug!(graph = K::NAME, batch = size, error = %e, "graph change failed"),
+            });
             let _ = reply.send(result);
         }
     }
