@@ -21,7 +21,7 @@ async fn other_writer(stack: &Stack, group: i64, stop: Arc<AtomicBool>, last: La
     let mut i = 0u32;
     while !stop.load(Ordering::SeqCst) {
         i += 1;
-        let data = if i % 2 == 0 { "query-builder" } else { "no" };
+        let data = if i.is_multiple_of(2) { "query-builder" } else { "no" };
         let slice = stack
             .emu_get(&format!("/api/permissions/graph/group/{group}"))
             .await;
@@ -35,7 +35,7 @@ async fn other_writer(stack: &Stack, group: i64, stop: Arc<AtomicBool>, last: La
             last.lock().await.0 = Some(data.to_string());
             wrote += 1;
         }
-        let coll = if i % 2 == 0 { "read" } else { "none" };
+        let coll = if i.is_multiple_of(2) { "read" } else { "none" };
         let graph = stack.emu_get("/api/collection/graph").await;
         let body =
             json!({"revision": graph["revision"], "groups": {group.to_string(): {"root": coll}}});
