@@ -21,7 +21,11 @@ async fn other_writer(stack: &Stack, group: i64, stop: Arc<AtomicBool>, last: La
     let mut i = 0u32;
     while !stop.load(Ordering::SeqCst) {
         i += 1;
-        let data = if i.is_multiple_of(2) { "query-builder" } else { "no" };
+        let data = if i.is_multiple_of(2) {
+            "query-builder"
+        } else {
+            "no"
+        };
         let slice = stack
             .emu_get(&format!("/api/permissions/graph/group/{group}"))
             .await;
