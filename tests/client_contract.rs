@@ -40,7 +40,7 @@ async fn users_round_trip_and_their_errors_classify() {
     );
     assert!(props.has_feature("sandboxes"));
     assert_eq!(mb.health().await.unwrap().status, "ok");
-    assert_eq!(mb.current_user().await.unwrap().is_superuser, true);
+    assert!(mb.current_user().await.unwrap().is_superuser);
 
     let new = NewUser {
         email: "Jane@Example.com".into(),
@@ -356,7 +356,7 @@ async fn collections_and_their_graph() {
 
     let archived = mb.archive_collection(aid).await.unwrap();
     assert!(archived.archived);
-    assert_eq!(mb.get_collection(aid).await.unwrap().archived, true);
+    assert!(mb.get_collection(aid).await.unwrap().archived);
     assert!(mb.get_collection(9999).await.unwrap_err().is_not_found());
 }
 
