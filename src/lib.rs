@@ -17,5 +17,6 @@ pub mod metabase;
 pub mod ops;
 pub mod pac;
 pub mod queue;
+pub mod schema;
 pub mod store;
 pub mod telemetry;
