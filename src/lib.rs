@@ -4,6 +4,7 @@
 //! permission-graph logic), `lock` (Redis) and `metabase` (typed HTTP client). The `emulator`
 //! is a separate program behind `mbprov fake-metabase` that shares only `metabase::models`.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod emulator;
@@ -16,5 +17,6 @@ pub mod metabase;
 pub mod ops;
 pub mod pac;
 pub mod queue;
+pub mod schema;
 pub mod store;
 pub mod telemetry;

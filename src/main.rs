@@ -35,6 +35,8 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// Make Metabase match a permissions document, then check that no drift remains.
     Apply(cli::plan::PlanArgs),
+    /// Report tenant isolation problems in Metabase (exit 2: something is flagged).
+    Audit(cli::audit::AuditArgs),
     /// An emulator of the Metabase API, for tests and for trying the pipeline.
     FakeMetabase(mbprov::emulator::EmulatorOptions),
 }
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
             Command::Status(args) => cli::status::run(args).await,
             Command::Plan(args) => cli::plan::plan(args).await,
             Command::Apply(args) => cli::plan::apply(args).await,
+            Command::Audit(args) => cli::audit::run(args).await,
             Command::FakeMetabase(opts) => cli::report(mbprov::emulator::serve(opts).await),
         }
     })

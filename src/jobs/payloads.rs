@@ -95,9 +95,10 @@ pub struct TenantCreated {
 /// A string of 1 to 100 characters, or an integer.
 #[derive(JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "TenantId")]
 #[allow(dead_code)]
 enum TenantIdSchema {
-    Text(String),
+    Text(#[schemars(length(min = 1, max = 100))] String),
     Number(i64),
 }
 

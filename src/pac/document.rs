@@ -14,6 +14,7 @@ use crate::metabase::models::{
 #[serde(deny_unknown_fields)]
 pub struct Document {
     /// Must be 1.
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// Group name -> wanted access. Groups not named are never changed.
     pub groups: BTreeMap<String, GroupSpec>,
@@ -25,9 +26,11 @@ pub struct Document {
 pub struct GroupSpec {
     /// Database id -> access.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {"pattern": "^[1-9][0-9]*$"}))]
     pub data: BTreeMap<String, DbSpec>,
     /// Collection id or `root` -> read | write | none.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {"pattern": "^([1-9][0-9]*|root)$"}))]
     pub collections: BTreeMap<String, CollectionAccess>,
 }
 
@@ -47,6 +50,7 @@ pub struct DbSpec {
     pub details: Option<YesNo>,
     /// Table id -> access (schemas are resolved by the tool).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = {"pattern": "^[1-9][0-9]*$"}))]
     pub tables: BTreeMap<String, TableSpec>,
 }
 
