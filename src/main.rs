@@ -35,6 +35,8 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// Make Metabase match a permissions document, then check that no drift remains.
     Apply(cli::plan::PlanArgs),
+    /// Prepare a fresh Metabase: first admin, then an API key for the workers, written to a file.
+    BootstrapMetabase(cli::bootstrap::BootstrapArgs),
     /// An emulator of the Metabase API, for tests and for trying the pipeline.
     FakeMetabase(mbprov::emulator::EmulatorOptions),
 }
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
             Command::Status(args) => cli::status::run(args).await,
             Command::Plan(args) => cli::plan::plan(args).await,
             Command::Apply(args) => cli::plan::apply(args).await,
+            Command::BootstrapMetabase(args) => cli::bootstrap::run(args).await,
             Command::FakeMetabase(opts) => cli::report(mbprov::emulator::serve(opts).await),
         }
     })

@@ -4,6 +4,7 @@
 use std::fmt::Display;
 use std::process::ExitCode;
 
+pub mod bootstrap;
 pub mod dlq;
 pub mod instance;
 pub mod plan;
