@@ -33,8 +33,10 @@ pub struct BootstrapArgs {
     /// That admin's password; it must pass Metabase's complexity check. Prefer the variable.
     #[arg(long, env = "MB_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<Secret>,
+    /// First name of the admin created on a fresh instance.
     #[arg(long, env = "MB_ADMIN_FIRST_NAME", default_value = "mbprov")]
     pub admin_first_name: String,
+    /// Last name of the admin created on a fresh instance.
     #[arg(long, env = "MB_ADMIN_LAST_NAME", default_value = "Admin")]
     pub admin_last_name: String,
     /// The site name set when the first admin is created.
