@@ -300,7 +300,10 @@ async fn a_metabase_that_never_gets_healthy_fails_after_the_wait() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("was not healthy after 1s"), "{stderr}");
-    assert!(stderr.contains("HTTP 503"), "{stderr}");
+    assert!(
+        stderr.contains("HTTP 503: Service Unavailable (emulated outage)"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -103,8 +103,12 @@ pub enum BootstrapError {
     CreateKey(MetabaseError),
     #[error("Metabase created API key {name:?} but did not return it (no unmasked_key)")]
     KeyNotReturned { name: String },
-    #[error("Metabase does not accept the API key it just created: {0}")]
-    NewKeyRejected(MetabaseError),
+    #[error("cannot check the API key Metabase just created: {0}")]
+    CheckNewKey(MetabaseError),
+    #[error(
+        "Metabase does not accept the API key {name:?} it just created (401); nothing was written"
+    )]
+    NewKeyRejected { name: String },
     #[error(transparent)]
     Metabase(#[from] MetabaseError),
     #[error(transparent)]
@@ -163,66 +167,83 @@ async fn bootstrap(args: &BootstrapArgs) -> Result<(), BootstrapError> {
         mb.base_url()
     );
 
-    let session = match first_step(&props) {
-        FirstStep::Setup(token) => create_first_admin(&mb, args, &s, token).await?,
-        FirstStep::Login => None,
+    let Some(session) = admin_session(&mb, args, &s, &props).await? else {
+        println!("reused the API key in {}", s.key_file.display());
+        return Ok(());
     };
-    let session = match session {
-        Some(session) => session,
-        None => {
-            // An instance with users may already have given us a key: keep it, so restarting
-            // the stack neither piles up keys nor needs the admin password to still be right.
-            if let Some(key) = key_file::read(s.key_file)? {
-                if key_works(&mb, key)
-                    .await
-                    .map_err(|source| BootstrapError::CheckKey {
-                        path: s.key_file.clone(),
-                        source,
-                    })?
-                {
-                    println!("reused the API key in {}", s.key_file.display());
-                    return Ok(());
-                }
-                println!(
-                    "the API key in {} is not accepted; creating a new one",
-                    s.key_file.display()
-                );
-            }
-            let session = mb
-                .login(s.email, s.password.expose())
-                .await
-                .map_err(|source| BootstrapError::Login {
-                    email: s.email.to_string(),
-                    source,
-                })?;
-            println!("logged in as {}", s.email);
-            ApiKey::new(session.id)
-        }
-    };
+    let (name, key) = create_worker_key(&mb, session, &args.api_key_name).await?;
+    key_file::write(s.key_file, &key)?;
+    println!("wrote a new API key {name:?} to {}", s.key_file.display());
+    Ok(())
+}
 
+/// An admin session: from creating the first admin, or from logging in. `None` when the key
+/// file already holds a key Metabase accepts, so there is nothing to do.
+async fn admin_session(
+    mb: &MetabaseClient,
+    args: &BootstrapArgs,
+    s: &Settings<'_>,
+    props: &SessionProperties,
+) -> Result<Option<ApiKey>, BootstrapError> {
+    if let FirstStep::Setup(token) = first_step(props)
+        && let Some(session) = create_first_admin(mb, args, s, token).await?
+    {
+        return Ok(Some(session));
+    }
+    // An instance with users may already have given us a key: keep it, so restarting the
+    // stack neither piles up keys nor needs the admin password to still be right.
+    if let Some(key) = key_file::read(s.key_file)? {
+        let works = key_works(mb, key)
+            .await
+            .map_err(|source| BootstrapError::CheckKey {
+                path: s.key_file.clone(),
+                source,
+            })?;
+        if works {
+            return Ok(None);
+        }
+        println!(
+            "the API key in {} is not accepted; creating a new one",
+            s.key_file.display()
+        );
+    }
+    let session = mb
+        .login(s.email, s.password.expose())
+        .await
+        .map_err(|source| BootstrapError::Login {
+            email: s.email.to_string(),
+            source,
+        })?;
+    println!("logged in as {}", s.email);
+    Ok(Some(ApiKey::new(session.id)))
+}
+
+/// Creates an Administrators key for the workers and checks that Metabase accepts it; returns
+/// its name and the key.
+async fn create_worker_key(
+    mb: &MetabaseClient,
+    session: ApiKey,
+    wanted_name: &str,
+) -> Result<(String, String), BootstrapError> {
     let admin = mb.with_auth(Auth::Session(session));
     let group_id = admin_group_id(&admin).await?;
-    let existing = admin.list_api_keys().await?;
-    let name = free_key_name(&args.api_key_name, &existing);
+    let name = free_key_name(wanted_name, &admin.list_api_keys().await?);
     let created = admin
         .create_api_key(&name, group_id)
         .await
         .map_err(BootstrapError::CreateKey)?;
     let key = created
         .unmasked_key
-        .filter(|k| !k.trim().is_empty())
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
         .ok_or_else(|| BootstrapError::KeyNotReturned { name: name.clone() })?;
-    if !key_works(&mb, ApiKey::new(key.as_str()))
+    let works = key_works(mb, ApiKey::new(key.as_str()))
         .await
-        .map_err(BootstrapError::NewKeyRejected)?
-    {
-        return Err(BootstrapError::NewKeyRejected(MetabaseError::Config(
-            "GET /api/user/current answered 401".into(),
-        )));
+        .map_err(BootstrapError::CheckNewKey)?;
+    if !works {
+        return Err(BootstrapError::NewKeyRejected { name });
     }
-    key_file::write(s.key_file, key.trim())?;
-    println!("wrote a new API key {name:?} to {}", s.key_file.display());
-    Ok(())
+    Ok((name, key))
 }
 
 /// What a fresh instance needs first.

@@ -15,7 +15,7 @@ pub fn poll_delay(attempt: u32) -> Duration {
 }
 
 /// Polls `GET /api/health` until it answers 200 or `limit` has passed. On time-out, the error
-/// is the last failure seen, so the operator sees why (refused, 503, wrong URL).
+/// is the last failure seen in full, so the operator sees why (refused, 503, DNS, TLS).
 pub async fn until_healthy(site_url: &str, limit: Duration) -> Result<(), HealthWaitError> {
     let mut config = ClientConfig::new(site_url, crate::metabase::Auth::None);
     // Each poll is one request: this loop is the retry.
@@ -25,16 +25,20 @@ pub async fn until_healthy(site_url: &str, limit: Duration) -> Result<(), Health
     let probe = MetabaseClient::new(config).map_err(HealthWaitError::Config)?;
     let deadline = Instant::now() + limit;
     let mut last_reason = String::new();
+    let mut last_error = String::new();
     for attempt in 0u32.. {
-        let reason = match probe.health().await {
+        let error = match probe.health().await {
             Ok(_) => return Ok(()),
             Err(e @ MetabaseError::Config(_)) => return Err(HealthWaitError::Config(e)),
-            Err(e) => short_reason(&e),
+            Err(e) => e,
         };
+        let reason = short_reason(&error);
         if reason != last_reason {
             tracing::info!(%reason, "waiting for Metabase to be healthy");
             last_reason = reason;
         }
+        tracing::debug!(%error, "Metabase is not healthy yet");
+        last_error = error.to_string();
         let now = Instant::now();
         if now >= deadline {
             break;
@@ -44,11 +48,11 @@ pub async fn until_healthy(site_url: &str, limit: Duration) -> Result<(), Health
     Err(HealthWaitError::Deadline {
         url: site_url.to_string(),
         waited: humantime::format_duration(limit).to_string(),
-        last: last_reason,
+        last: last_error,
     })
 }
 
-/// One line per kind of failure, so a log shows each change once (refused, then 503, ...).
+/// One short line per kind of failure, so the log shows each change once (refused, then 503).
 fn short_reason(e: &MetabaseError) -> String {
     match e {
         MetabaseError::Status {
@@ -111,7 +115,7 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(text.contains(&url), "{text}");
-        assert!(text.contains("cannot connect yet"), "{text}");
+        assert!(text.contains("cannot reach Metabase"), "{text}");
     }
 
     #[tokio::test]
