@@ -37,6 +37,8 @@ enum Command {
     Apply(cli::plan::PlanArgs),
     /// Report tenant isolation problems in Metabase (exit 2: something is flagged).
     Audit(cli::audit::AuditArgs),
+    /// Prepare a fresh Metabase: first admin, then an API key for the workers, written to a file.
+    BootstrapMetabase(cli::bootstrap::BootstrapArgs),
     /// An emulator of the Metabase API, for tests and for trying the pipeline.
     FakeMetabase(mbprov::emulator::EmulatorOptions),
 }
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
             Command::Plan(args) => cli::plan::plan(args).await,
             Command::Apply(args) => cli::plan::apply(args).await,
             Command::Audit(args) => cli::audit::run(args).await,
+            Command::BootstrapMetabase(args) => cli::bootstrap::run(args).await,
             Command::FakeMetabase(opts) => cli::report(mbprov::emulator::serve(opts).await),
         }
     })

@@ -5,6 +5,7 @@ use std::fmt::Display;
 use std::process::ExitCode;
 
 pub mod audit;
+pub mod bootstrap;
 pub mod dlq;
 pub mod instance;
 pub mod plan;
