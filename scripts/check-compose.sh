@@ -81,7 +81,8 @@ for var in ["AMQP_URL", "REDIS_URL"]:
 
 p = s["publish-examples"]
 need(any(str(v).endswith(":/jobs:ro") for v in p.get("volumes", [])), "publish-examples: jobs/ is not mounted read-only at /jobs")
-need("mbprov publish /jobs/*.json" in " ".join(p.get("command", [])), "publish-examples: does not publish /jobs/*.json")
+cmd = p.get("command", [])
+need(cmd[:1] == ["publish"] and all(a.startswith("/jobs/") for a in cmd[1:]) and len(cmd) > 1, "publish-examples: does not publish examples from /jobs")
 
 if problems:
     for m in problems:
