@@ -39,8 +39,6 @@ pub enum WriteError {
     Contended { graph: &'static str },
     #[error("{graph} graph: Metabase did not keep what was written: {detail}")]
     Unverified { graph: &'static str, detail: String },
-    #[error("refused: {0}")]
-    Refused(String),
     #[error("the graph writer has stopped")]
     Stopped,
     /// The failure of a merged write, shared by each job in it.
@@ -56,7 +54,6 @@ impl Classify for WriteError {
             WriteError::Contended { .. } | WriteError::Stopped => ErrorClass::Transient,
             // Another writer may have changed the cells between our write and the read-back.
             WriteError::Unverified { .. } => ErrorClass::Transient,
-            WriteError::Refused(_) => ErrorClass::Permanent,
             WriteError::Batch { class, .. } => *class,
         }
     }
