@@ -197,17 +197,15 @@ impl MetabaseClient {
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(method, route, &e))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                crate::ops::metrics::metabase_request(method.as_str(), None);
+                return Err(transport_error(method, route, &e));
+            }
+        };
         let status = resp.status();
-        metrics::counter!(
-            "mbprov_metabase_requests_total",
-            "method" => method.as_str().to_string(),
-            "status" => status.as_u16().to_string()
-        )
-        .increment(1);
+        crate::ops::metrics::metabase_request(method.as_str(), Some(status.as_u16()));
         let bytes = resp
             .bytes()
             .await
