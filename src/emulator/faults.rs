@@ -21,6 +21,8 @@ pub struct Faults {
     error_rate: AtomicU64,
     outage: AtomicBool,
     ready_at: Instant,
+    /// An outage scheduled from the command line: every /api route answers 503 in `[from, to)`.
+    window: Option<(Instant, Instant)>,
 }
 
 /// A snapshot of the fault settings, as `/_emulator/faults` reports them.
@@ -39,7 +41,15 @@ impl Faults {
             error_rate: AtomicU64::new(error_rate.to_bits()),
             outage: AtomicBool::new(false),
             ready_at: Instant::now() + init_delay,
+            window: None,
         }
+    }
+
+    /// Schedules an outage `after` the start, lasting `length`.
+    pub fn with_outage_window(mut self, after: Duration, length: Duration) -> Self {
+        let from = Instant::now() + after;
+        self.window = (!length.is_zero()).then_some((from, from + length));
+        self
     }
 
     pub fn set_latency_ms(&self, ms: u64) {
@@ -58,7 +68,10 @@ impl Faults {
         FaultSettings {
             latency_ms: self.latency_ms.load(Ordering::Relaxed),
             error_rate: f64::from_bits(self.error_rate.load(Ordering::Relaxed)),
-            outage: self.outage.load(Ordering::Relaxed),
+            outage: self.outage.load(Ordering::Relaxed)
+                || self
+                    .window
+                    .is_some_and(|(from, to)| (from..to).contains(&Instant::now())),
             initializing: Instant::now() < self.ready_at,
         }
     }
@@ -91,4 +104,22 @@ pub async fn inject(State(app): State<App>, req: Request, next: Next) -> Respons
         tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheduled_outage_covers_its_window_only() {
+        let now = Faults::new(0, 0.0, Duration::ZERO)
+            .with_outage_window(Duration::ZERO, Duration::from_secs(60));
+        assert!(now.settings().outage);
+        let later = Faults::new(0, 0.0, Duration::ZERO)
+            .with_outage_window(Duration::from_secs(60), Duration::from_secs(1));
+        assert!(!later.settings().outage);
+        let none =
+            Faults::new(0, 0.0, Duration::ZERO).with_outage_window(Duration::ZERO, Duration::ZERO);
+        assert!(!none.settings().outage);
+    }
 }

@@ -52,6 +52,12 @@ pub struct EmulatorOptions {
     /// Start with no users, like a new Metabase that needs `POST /api/setup`.
     #[arg(long)]
     pub fresh: bool,
+    /// Start an outage (every /api route answers 503) this long after start...
+    #[arg(long, default_value_t = 0)]
+    pub outage_after_ms: u64,
+    /// ...lasting this long (0: no scheduled outage; `POST /_emulator/faults` switches one too).
+    #[arg(long, default_value_t = 0)]
+    pub outage_for_ms: u64,
     /// For this long after start, answer 503 "still initializing".
     #[arg(long, default_value_t = 0)]
     pub init_delay_ms: u64,
@@ -70,6 +76,8 @@ impl EmulatorOptions {
             oss: false,
             fresh: false,
             init_delay_ms: 0,
+            outage_after_ms: 0,
+            outage_for_ms: 0,
         }
     }
 }
@@ -114,11 +122,17 @@ impl App {
         Ok(App {
             state: Arc::new(Mutex::new(State::new(edition, opts.fresh))),
             stats: Arc::new(Stats::default()),
-            faults: Arc::new(Faults::new(
-                opts.latency_ms,
-                opts.error_rate,
-                Duration::from_millis(opts.init_delay_ms),
-            )),
+            faults: Arc::new(
+                Faults::new(
+                    opts.latency_ms,
+                    opts.error_rate,
+                    Duration::from_millis(opts.init_delay_ms),
+                )
+                .with_outage_window(
+                    Duration::from_millis(opts.outage_after_ms),
+                    Duration::from_millis(opts.outage_for_ms),
+                ),
+            ),
             config: Arc::new(Config {
                 api_key: opts.api_key.clone(),
                 version: opts.metabase_version.clone(),
