@@ -162,7 +162,7 @@ async fn each_isolation_problem_is_flagged_and_a_clean_instance_exits_0() {
     assert!(
         has(
             &found,
-            json!({"check": "collection-shared-by-tenants", "collection": c1.to_string(),
+            json!({"check": "collection-shared-by-tenants", "collection": c1,
             "groups": [
                 {"group_id": g1, "group": "Tenant: 1", "tenant_id": "1", "access": "read"},
                 {"group_id": g2, "group": "Tenant: 2", "tenant_id": "2", "access": "read"},
@@ -178,7 +178,7 @@ async fn each_isolation_problem_is_flagged_and_a_clean_instance_exits_0() {
         has(
             &found,
             json!({"check": "all-users-can-read-tenant-collection",
-                   "collection": c2.to_string(), "access": "read"})
+                   "collection": c2, "access": "read"})
         ),
         "{found:?}"
     );
