@@ -1,0 +1,242 @@
+//! Turning the emulator's counters into per-tenant figures, and those into markdown.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::Value;
+
+/// The issue-3 target: Metabase requests per new tenant, amortized.
+pub const MAX_REQUESTS_PER_TENANT: f64 = 4.0;
+/// The issue-5 target: graph bytes per tenant at the largest instance over the smallest.
+pub const MAX_BYTES_GROWTH: f64 = 1.5;
+
+/// One scenario's measurements.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub issue: &'static str,
+    pub existing: u32,
+    pub new: u32,
+    pub done: u64,
+    pub dead: u32,
+    pub verified: Option<u64>,
+    pub startup_requests: u64,
+    pub seconds: f64,
+    pub peak_rss_kib: Option<u64>,
+    pub stats: Value,
+}
+
+/// Bytes the worker sent (`in` at the emulator) and received (`out`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl Outcome {
+    pub fn requests_total(&self) -> u64 {
+        self.stats["requests_total"].as_u64().unwrap_or(0)
+    }
+
+    pub fn per_tenant(&self, x: u64) -> f64 {
+        x as f64 / f64::from(self.new.max(1))
+    }
+
+    pub fn routes(&self) -> BTreeMap<String, u64> {
+        self.stats["requests"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Traffic of the routes whose template contains `needle`.
+    pub fn traffic(&self, needle: &str) -> Traffic {
+        let mut t = Traffic::default();
+        if let Some(m) = self.stats["bytes"].as_object() {
+            for (route, b) in m.iter().filter(|(r, _)| r.contains(needle)) {
+                let _ = route;
+                t.sent += b["in"].as_u64().unwrap_or(0);
+                t.received += b["out"].as_u64().unwrap_or(0);
+            }
+        }
+        t
+    }
+
+    pub fn route_traffic(&self, route: &str) -> Traffic {
+        let b = &self.stats["bytes"][route];
+        Traffic {
+            sent: b["in"].as_u64().unwrap_or(0),
+            received: b["out"].as_u64().unwrap_or(0),
+        }
+    }
+
+    pub fn data_graph(&self) -> Traffic {
+        self.traffic("/api/permissions/graph")
+    }
+
+    pub fn collection_graph(&self) -> Traffic {
+        self.traffic("/api/collection/graph")
+    }
+
+    pub fn all_traffic(&self) -> Traffic {
+        self.traffic("")
+    }
+
+    /// Data plus collection graph bytes, both directions, per new tenant.
+    pub fn graph_bytes_per_tenant(&self) -> f64 {
+        let (d, c) = (self.data_graph(), self.collection_graph());
+        self.per_tenant(d.sent + d.received + c.sent + c.received)
+    }
+
+    fn puts(&self, field: &str, graph: &str) -> u64 {
+        self.stats[field][graph].as_u64().unwrap_or(0)
+    }
+
+    pub fn tenants_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.done as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+fn kib(bytes: f64) -> String {
+    if bytes >= 10_240.0 {
+        format!("{:.0} KiB", bytes / 1024.0)
+    } else {
+        format!("{:.2} KiB", bytes / 1024.0)
+    }
+}
+
+/// The whole report: the summary, bytes, requests by route, and the verdicts.
+pub fn markdown(outcomes: &[Outcome], latency_ms: u64, concurrency: u16) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## mbprov provisioning benchmark\n\nEmulated Metabase latency {latency_ms} ms per request; one worker, \
+         MBPROV_CONCURRENCY={concurrency}. Per-tenant figures are divided by the new tenants published; \
+         worker start-up requests are not included (shown apart).\n"
+    );
+    s.push_str(
+        "| issue | existing | new | done | dead | req/tenant | graph PUTs data/coll | conflicts data/coll | \
+         tenants/s | wall s | worker peak RSS | start-up req |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for o in outcomes {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}{} | {} | {:.2} | {}/{} | {}/{} | {:.1} | {:.2} | {} | {} |",
+            o.issue,
+            o.existing,
+            o.new,
+            o.done,
+            o.verified
+                .filter(|v| *v != o.done)
+                .map_or(String::new(), |v| format!(" (state: {v})")),
+            o.dead,
+            o.per_tenant(o.requests_total()),
+            o.puts("graph_puts", "data"),
+            o.puts("graph_puts", "collection"),
+            o.puts("conflicts", "data"),
+            o.puts("conflicts", "collection"),
+            o.tenants_per_second(),
+            o.seconds,
+            o.peak_rss_kib
+                .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            o.startup_requests,
+        );
+    }
+
+    s.push_str(
+        "\n### Graph bytes per new tenant (sent = request bodies, received = response bodies)\n\n\
+         | issue | existing | data sent | data received | collection sent | collection received | graph total | \
+         all routes total | one collection-graph GET |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for o in outcomes {
+        let (d, c, a) = (o.data_graph(), o.collection_graph(), o.all_traffic());
+        let get = o.route_traffic("GET /api/collection/graph");
+        let gets = o
+            .routes()
+            .get("GET /api/collection/graph")
+            .copied()
+            .unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            o.issue,
+            o.existing,
+            kib(o.per_tenant(d.sent)),
+            kib(o.per_tenant(d.received)),
+            kib(o.per_tenant(c.sent)),
+            kib(o.per_tenant(c.received)),
+            kib(o.graph_bytes_per_tenant()),
+            kib(o.per_tenant(a.sent + a.received)),
+            if gets > 0 {
+                kib(get.received as f64 / gets as f64)
+            } else {
+                "-".into()
+            },
+        );
+    }
+
+    let mut routes: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| o.routes().into_keys())
+        .collect();
+    routes.sort();
+    routes.dedup();
+    s.push_str("\n### Metabase requests per new tenant, by route\n\n| route |");
+    for o in outcomes {
+        let _ = write!(s, " {} / {} |", o.issue, o.existing);
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(outcomes.len()));
+    s.push('\n');
+    for r in &routes {
+        let _ = write!(s, "| `{r}` |");
+        for o in outcomes {
+            let n = o.routes().get(r).copied().unwrap_or(0);
+            let _ = write!(s, " {:.3} ({n}) |", o.per_tenant(n));
+        }
+        s.push('\n');
+    }
+
+    s.push_str("\n### Targets\n\n");
+    for o in outcomes {
+        let r = o.per_tenant(o.requests_total());
+        let _ = writeln!(
+            s,
+            "- {} on {} existing: {r:.2} requests per new tenant; target ≤ {MAX_REQUESTS_PER_TENANT}: {}",
+            o.issue,
+            o.existing,
+            verdict(r <= MAX_REQUESTS_PER_TENANT && o.done == u64::from(o.new))
+        );
+    }
+    let issue5: Vec<&Outcome> = outcomes.iter().filter(|o| o.issue == "5").collect();
+    let smallest = issue5.iter().min_by_key(|o| o.existing);
+    let largest = issue5.iter().max_by_key(|o| o.existing);
+    match (smallest, largest) {
+        (Some(a), Some(b)) if a.existing != b.existing => {
+            let ratio = b.graph_bytes_per_tenant() / a.graph_bytes_per_tenant().max(1.0);
+            let _ = writeln!(
+                s,
+                "- graph bytes per tenant, {} existing over {} existing: {} / {} = {ratio:.2}×; target ≤ {MAX_BYTES_GROWTH}×: {}",
+                b.existing,
+                a.existing,
+                kib(b.graph_bytes_per_tenant()),
+                kib(a.graph_bytes_per_tenant()),
+                verdict(ratio <= MAX_BYTES_GROWTH)
+            );
+        }
+        _ => s.push_str("- graph bytes growth: needs issue-5 runs at two instance sizes\n"),
+    }
+    s
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "**met**" } else { "**missed**" }
+}
