@@ -68,6 +68,8 @@ pub struct WriterConfig {
     pub admin_group: i64,
     pub lock_ttl: Duration,
     pub lock_wait: Duration,
+    /// After the first change of a batch arrives, how long to wait for more before writing.
+    pub batch_linger: Duration,
 }
 
 struct Pending<C> {
@@ -152,10 +154,16 @@ trait Kind: Send + 'static {
 async fn run<K: Kind>(core: Core, mut rx: mpsc::Receiver<Pending<K::Change>>, kind: K) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
+        // Jobs of one wave reach the writer a few milliseconds apart; a short wait lets one
+        // locked read-modify-write carry all of them.
+        let deadline = tokio::time::Instant::now() + core.config.batch_linger;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(p) => batch.push(p),
-                Err(_) => break,
+                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => batch.push(p),
+                    _ => break,
+                },
             }
         }
         let size = batch.len();
@@ -267,20 +275,30 @@ impl Kind for DataKind {
             }
             _ => DataGraphPut::SkipGraph,
         };
+        // The revision the last mbprov write left saves a read; only a write from outside
+        // mbprov (an administrator) makes it stale, which costs a 409 and a fresh read.
+        let mut known = core.store.last_revision("data").await.ok().flatten();
         for attempt in 0..MAX_CONFLICTS {
             guard.ensure_held()?;
-            // Any group's slice carries the global revision; reading one keeps the cost flat.
-            let before = core.mb.data_graph_for_group(probe).await?;
-            let body = data_body(&merged, before.revision, core.config.features);
+            let cached = known.take();
+            let revision = match cached {
+                Some(r) => r,
+                // Any group's slice carries the global revision; one keeps the cost flat.
+                None => core.mb.data_graph_for_group(probe).await?.revision,
+            };
+            let body = data_body(&merged, revision, core.config.features);
             match core.mb.put_data_graph(&body, mode).await {
                 Ok(after) => {
                     metrics::graph_write("data");
+                    if let Err(e) = core.store.set_last_revision("data", after.revision).await {
+                        tracing::debug!(error = %e, "could not record the data-graph revision");
+                    }
                     let groups = if after.groups.is_empty() {
                         read_back(core, &merged.groups_touched()).await?
                     } else {
                         after.groups
                     };
-                    audit_data(before.revision, after.revision, &merged);
+                    audit_data(revision, after.revision, &merged);
                     let problems = unsatisfied(&groups, &merged);
                     return if problems.is_empty() {
                         Ok(())
@@ -294,7 +312,9 @@ impl Kind for DataKind {
                 Err(e) if e.is_conflict() || e.status().is_some_and(|s| s >= 500) => {
                     metrics::graph_conflict("data");
                     tracing::debug!(attempt, error = %e, "data graph write conflicted; re-reading");
-                    tokio::time::sleep(conflict_pause(attempt)).await;
+                    if cached.is_none() {
+                        tokio::time::sleep(conflict_pause(attempt)).await;
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }

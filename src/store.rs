@@ -134,6 +134,23 @@ impl JobStore {
             .map_err(command("forget a cached id"))
     }
 
+    /// The revision of `graph` after the last write any mbprov writer made (`P:graph:<graph>:revision`).
+    /// Writers hold the graph lock, so this is the current revision unless someone outside
+    /// mbprov wrote since; a stale one costs a 409 and a re-read, never a lost update.
+    pub async fn last_revision(&self, graph: &str) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.get(format!("{}:graph:{graph}:revision", self.prefix))
+            .await
+            .map_err(command("read the last graph revision"))
+    }
+
+    pub async fn set_last_revision(&self, graph: &str, revision: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.set::<_, _, ()>(format!("{}:graph:{graph}:revision", self.prefix), revision)
+            .await
+            .map_err(command("record the last graph revision"))
+    }
+
     /// A short lock around one entity: `P:lock:entity:<name>`.
     pub fn lock(&self, name: &str, ttl: Duration) -> RedisLock {
         RedisLock::new(

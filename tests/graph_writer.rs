@@ -44,6 +44,7 @@ async fn setup() -> Setup {
             admin_group: 2,
             lock_ttl: Duration::from_secs(5),
             lock_wait: Duration::from_secs(20),
+            batch_linger: Duration::ZERO,
         },
     );
     Setup {

@@ -98,6 +98,7 @@ async fn apply_inner(args: &PlanArgs) -> Result<Vec<String>, String> {
             admin_group: instance.builtin.admin,
             lock_ttl: std::time::Duration::from_secs(15),
             lock_wait: args.lock_wait,
+            batch_linger: std::time::Duration::ZERO,
         },
     );
     crate::pac::apply(&mb, &writer, &doc, instance.features, &instance.builtin)

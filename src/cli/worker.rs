@@ -70,6 +70,7 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
             admin_group: instance.builtin.admin,
             lock_ttl: cmd.worker.lock_ttl,
             lock_wait: cmd.worker.lock_wait,
+            batch_linger: cmd.worker.batch_linger,
         },
     );
     let ctx = Context {
