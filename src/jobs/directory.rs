@@ -16,6 +16,17 @@ use crate::metabase::models::{
 
 use super::{Context, JobError};
 
+/// A person as a job wants them in Metabase.
+pub struct WantedUser<'a> {
+    pub email: &'a str,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    /// Merged into the user's attributes; `None` removes a key.
+    pub attributes: &'a BTreeMap<String, Option<Value>>,
+    /// Groups the user must be in (besides All Users).
+    pub groups: &'a [i64],
+}
+
 pub struct Directory<'a> {
     ctx: &'a Context,
 }
@@ -166,6 +177,37 @@ impl<'a> Directory<'a> {
             }
         }
         Ok(user)
+    }
+
+    /// The user with this email, brought to the wanted state: created in one POST when missing,
+    /// else reconciled (see [`Directory::reconcile_user`]).
+    pub async fn upsert_user(&self, want: &WantedUser<'_>) -> Result<User, JobError> {
+        let existing = match self.ctx.mb.find_user_by_email(want.email).await? {
+            Some(user) => user,
+            None => {
+                let attributes = merge_attributes(&BTreeMap::new(), want.attributes);
+                let new = self.new_user(
+                    want.email,
+                    want.first_name,
+                    want.last_name,
+                    want.groups,
+                    attributes,
+                );
+                let (user, created) = self.create_or_find_user(new).await?;
+                if created {
+                    return Ok(user);
+                }
+                user
+            }
+        };
+        self.reconcile_user(
+            &existing,
+            want.first_name,
+            want.last_name,
+            want.attributes,
+            want.groups,
+        )
+        .await
     }
 
     /// A user's group ids, from whichever field the answer carried.

@@ -1,8 +1,6 @@
 //! `user.upserted` and `user.deactivated` (CONTRACT.md §4).
 
-use std::collections::BTreeMap;
-
-use super::directory::merge_attributes;
+use super::directory::WantedUser;
 use super::payloads::{UserDeactivated, UserUpserted};
 use super::{Context, JobError};
 
@@ -16,32 +14,14 @@ pub async fn upsert(ctx: &Context, u: &UserUpserted) -> Result<(), JobError> {
         }
         groups.push(g.id);
     }
-    let user = match ctx.mb.find_user_by_email(&u.email).await? {
-        Some(user) => user,
-        None => {
-            let attributes = merge_attributes(&BTreeMap::new(), &u.login_attributes);
-            let new = dir.new_user(
-                &u.email,
-                u.first_name.as_deref(),
-                u.last_name.as_deref(),
-                &groups,
-                attributes,
-            );
-            let (user, created) = dir.create_or_find_user(new).await?;
-            if created {
-                return Ok(());
-            }
-            user
-        }
-    };
     let user = dir
-        .reconcile_user(
-            &user,
-            u.first_name.as_deref(),
-            u.last_name.as_deref(),
-            &u.login_attributes,
-            &groups,
-        )
+        .upsert_user(&WantedUser {
+            email: &u.email,
+            first_name: u.first_name.as_deref(),
+            last_name: u.last_name.as_deref(),
+            attributes: &u.login_attributes,
+            groups: &groups,
+        })
         .await?;
     if u.exclusive {
         leave_other_groups(ctx, user.id, &dir.group_ids(&user).await?, &groups).await?;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::metabase::models::GroupMember;
 
-use super::directory::merge_attributes;
+use super::directory::WantedUser;
 use super::payloads::UsersSynced;
 use super::{Context, JobError};
 
@@ -43,39 +43,14 @@ pub async fn run(ctx: &Context, s: &UsersSynced) -> Result<(), JobError> {
             .filter_map(|g| ids.get(&g.to_lowercase()).copied())
             .collect();
         wanted.extend(groups.iter().map(|g| (*g, email.clone())));
-        match ctx.mb.find_user_by_email(&email).await? {
-            None => {
-                let attributes = merge_attributes(&BTreeMap::new(), &u.login_attributes);
-                let new = dir.new_user(
-                    &email,
-                    u.first_name.as_deref(),
-                    u.last_name.as_deref(),
-                    &groups,
-                    attributes,
-                );
-                let (user, created) = dir.create_or_find_user(new).await?;
-                if !created {
-                    dir.reconcile_user(
-                        &user,
-                        u.first_name.as_deref(),
-                        u.last_name.as_deref(),
-                        &u.login_attributes,
-                        &groups,
-                    )
-                    .await?;
-                }
-            }
-            Some(user) => {
-                dir.reconcile_user(
-                    &user,
-                    u.first_name.as_deref(),
-                    u.last_name.as_deref(),
-                    &u.login_attributes,
-                    &groups,
-                )
-                .await?;
-            }
-        }
+        dir.upsert_user(&WantedUser {
+            email: &email,
+            first_name: u.first_name.as_deref(),
+            last_name: u.last_name.as_deref(),
+            attributes: &u.login_attributes,
+            groups: &groups,
+        })
+        .await?;
     }
 
     let mut absent: BTreeMap<i64, String> = BTreeMap::new();

@@ -21,14 +21,7 @@ const LOCK_WAIT: &str = "mbprov_lock_wait_seconds";
 
 /// The job kinds of CONTRACT.md section 4. Any other kind is recorded as `unknown`, so a flood
 /// of malformed envelopes cannot create unbounded label values.
-pub const JOB_KINDS: &[&str] = &[
-    "tenant.created",
-    "tenant.deleted",
-    "user.upserted",
-    "user.deactivated",
-    "users.synced",
-    "permissions.applied",
-];
+pub const JOB_KINDS: &[&str] = crate::jobs::envelope::KINDS;
 
 /// The permission graphs whose writes are counted.
 pub const GRAPHS: &[&str] = &["data", "collection"];

@@ -132,28 +132,8 @@ impl Stack {
     }
 
     pub async fn spawn_worker_with(&mut self, extra_env: &[(&str, &str)]) -> usize {
-        let log =
-            std::env::temp_dir().join(format!("{}-worker-{}.log", self.prefix, self.workers.len()));
-        let file = std::fs::File::create(&log).expect("log file");
         let port = free_port();
-        let child = self
-            .command(&["worker"])
-            .env("MBPROV_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .envs(
-                extra_env
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string())),
-            )
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start a worker");
-        self.workers.push(Worker {
-            child,
-            log,
-            http_port: Some(port),
-        });
-        let i = self.workers.len() - 1;
+        let i = self.start_worker_process(extra_env, Some(port));
         let url = format!("http://127.0.0.1:{port}/healthz");
         let http = self.http.clone();
         eventually("the worker's health endpoint", || {
@@ -195,12 +175,22 @@ impl Stack {
 
     /// Starts a worker without waiting for it to be ready (it may die at once).
     pub async fn spawn_worker_detached(&mut self, extra_env: &[(&str, &str)]) -> usize {
+        self.start_worker_process(extra_env, None)
+    }
+
+    /// Starts `mbprov worker` with its log in a file; `http_port` None turns the endpoint off.
+    fn start_worker_process(
+        &mut self,
+        extra_env: &[(&str, &str)],
+        http_port: Option<u16>,
+    ) -> usize {
         let log =
             std::env::temp_dir().join(format!("{}-worker-{}.log", self.prefix, self.workers.len()));
         let file = std::fs::File::create(&log).expect("log file");
+        let addr = http_port.map_or("off".to_string(), |p| format!("127.0.0.1:{p}"));
         let child = self
             .command(&["worker"])
-            .env("MBPROV_HTTP_ADDR", "off")
+            .env("MBPROV_HTTP_ADDR", addr)
             .envs(
                 extra_env
                     .iter()
@@ -213,7 +203,7 @@ impl Stack {
         self.workers.push(Worker {
             child,
             log,
-            http_port: None,
+            http_port,
         });
         self.workers.len() - 1
     }
