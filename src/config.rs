@@ -69,7 +69,7 @@ pub struct WorkerArgs {
     pub lock_wait: Duration,
     /// After a job hands its graph change to this process's writer, how long the writer waits for
     /// other jobs' changes to merge into the same write.
-    #[arg(long, env = "MBPROV_BATCH_LINGER", default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, env = "MBPROV_BATCH_LINGER", default_value = "25ms", value_parser = parse_duration)]
     pub batch_linger: Duration,
     /// Lifetime of a graph lock without its holder extending it (a crashed holder's lock frees after it).
     #[arg(long, env = "MBPROV_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]
