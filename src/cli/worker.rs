@@ -81,7 +81,6 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         builtin: instance.builtin,
         entity_lock_ttl: cmd.worker.lock_ttl,
         entity_lock_wait: Duration::from_secs(2).min(cmd.worker.lock_wait),
-        graph_lock_wait: cmd.worker.lock_wait,
     };
     let runner = JobRunner::new(ctx, cmd.worker.max_attempts)
         .abort_on_kind(std::env::var("MBPROV_TEST_ABORT_ON_KIND").ok());

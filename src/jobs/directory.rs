@@ -253,16 +253,6 @@ impl<'a> Directory<'a> {
                     created: false,
                 });
             }
-            // Creating a collection bumps the collection-graph revision (its cells are copied
-            // from the parent). Doing it under the graph lock keeps mbprov's own creations from
-            // landing between a graph writer's read and its write, where each costs a 409 and
-            // another read of the whole graph.
-            let graph_lock = self
-                .ctx
-                .store
-                .graph_lock("collection", self.ctx.entity_lock_ttl)
-                .acquire(self.ctx.graph_lock_wait)
-                .await?;
             let created = self
                 .ctx
                 .mb
@@ -271,11 +261,7 @@ impl<'a> Directory<'a> {
                     description: None,
                     parent_id: parent,
                 })
-                .await;
-            if let Err(e) = graph_lock.release().await {
-                tracing::debug!(error = %e, "graph lock release failed; it expires by itself");
-            }
-            let created = created?;
+                .await?;
             let CollectionKey::Id(id) = created.id else {
                 return Err(JobError::Impossible(
                     "Metabase answered a new collection with id root".into(),

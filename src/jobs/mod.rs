@@ -38,8 +38,6 @@ pub struct Context {
     /// Short per-entity and per-job locks.
     pub entity_lock_ttl: Duration,
     pub entity_lock_wait: Duration,
-    /// How long a job waits for a graph lock (`MBPROV_LOCK_WAIT`).
-    pub graph_lock_wait: Duration,
 }
 
 impl Context {
