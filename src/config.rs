@@ -17,7 +17,7 @@ pub struct BrokerArgs {
     )]
     pub amqp_url: String,
     /// Prefix of every exchange, queue and Redis key.
-    #[arg(long, env = "MBPROV_PREFIX", default_value = "mbprov")]
+    #[arg(long, env = "MBPROV_PREFIX", default_value = "mbprov", global = true)]
     pub prefix: String,
 }
 
@@ -86,7 +86,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 5s or 2m: {e}"))
 }
 
-fn parse_delays(s: &str) -> Result<RetryDelays, String> {
+/// `5s,30s,2m`: the base delays of the retry tiers, all positive.
+pub fn parse_delays(s: &str) -> Result<RetryDelays, String> {
     let delays = s
         .split(',')
         .filter(|p| !p.trim().is_empty())

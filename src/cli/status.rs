@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::config::{BrokerArgs, RetryDelays, parse_duration};
+use crate::config::{BrokerArgs, RetryDelays};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::topology::Topology;
 use crate::queue::{Broker, QueueError, QueueStats};
@@ -12,7 +12,7 @@ use crate::queue::{Broker, QueueError, QueueStats};
 #[derive(clap::Args, Clone, Debug)]
 pub struct RetryTierArgs {
     /// Retry delays, one per tier, e.g. `5s,30s,2m,10m,1h` (the tier queues are named after them).
-    #[arg(long, env = "MBPROV_RETRY_DELAYS", default_value = "5s,30s,2m,10m,1h", value_parser = parse_retry_delays)]
+    #[arg(long, env = "MBPROV_RETRY_DELAYS", default_value = "5s,30s,2m,10m,1h", value_parser = crate::config::parse_delays, global = true)]
     pub retry_delays: RetryDelays,
 }
 
@@ -20,18 +20,6 @@ impl RetryTierArgs {
     pub fn topology(&self, broker: &BrokerArgs) -> Topology {
         Topology::new(&broker.prefix, RetryPolicy::new(&self.retry_delays))
     }
-}
-
-fn parse_retry_delays(s: &str) -> Result<RetryDelays, String> {
-    let delays = s
-        .split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(parse_duration)
-        .collect::<Result<Vec<_>, _>>()?;
-    if delays.is_empty() || delays.iter().any(|d| d.is_zero()) {
-        return Err("give at least one positive delay, like 5s,30s,2m".into());
-    }
-    Ok(RetryDelays(delays))
 }
 
 #[derive(clap::Args, Debug)]
