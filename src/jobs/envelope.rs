@@ -211,3 +211,134 @@ pub fn tenant_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn error(v: Value) -> String {
+        parse(v.to_string().as_bytes(), None)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn tenant(extra: Value) -> Value {
+        let mut p = json!({"tenant_id": 42, "tenant_name": "Acme", "database_id": 3,
+                           "admin_user": {"email": "ada@acme.test"}});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        json!({"kind": "tenant.created", "payload": p})
+    }
+
+    #[test]
+    fn ids_follow_the_contract() {
+        let body = tenant(json!({})).to_string();
+        let hashed = parse(body.as_bytes(), None).unwrap();
+        assert_eq!(hashed.id.len(), 64, "a content hash when no id is given");
+        assert_eq!(parse(body.as_bytes(), Some("mid-1")).unwrap().id, "mid-1");
+        let mut with_id = tenant(json!({}));
+        with_id["id"] = json!("t-42");
+        assert_eq!(
+            parse(with_id.to_string().as_bytes(), Some("mid-1"))
+                .unwrap()
+                .id,
+            "t-42"
+        );
+        match parse(body.as_bytes(), None).unwrap().job {
+            Job::TenantCreated(t) => {
+                assert_eq!(t.tenant_id, "42", "integers read as decimal strings")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_problem_names_its_field() {
+        let cases = [
+            (
+                json!({"kind": "tenant.created"}),
+                "envelope: missing field `payload`",
+            ),
+            (
+                json!({"id": "", "kind": "user.deactivated", "payload": {"email": "a@b.test"}}),
+                "id: must be 1 to 200 characters",
+            ),
+            (
+                json!({"kind": "user.deactivated", "payload": {"email": "a@b.test"}, "extra": 1}),
+                "unknown field `extra`",
+            ),
+            (
+                tenant(json!({"database_id": 0})),
+                "payload.database_id: must be a positive id",
+            ),
+            (
+                tenant(json!({"tenant_id": true})),
+                "payload.tenant_id: expected a string or an integer",
+            ),
+            (
+                tenant(json!({"tenant_id": ""})),
+                "payload.tenant_id: must be 1 to 100 characters",
+            ),
+            (
+                tenant(json!({"data_access": "everything"})),
+                "payload.data_access: unknown variant `everything`",
+            ),
+            (
+                tenant(json!({"sandbox": {"tables": []}})),
+                "payload.sandbox: only allowed when data_access is \"sandboxed\"",
+            ),
+            (
+                tenant(json!({"data_access": "sandboxed", "sandbox": {"tables": []}})),
+                "payload.sandbox.tables: must list at least one table",
+            ),
+            (
+                json!({"kind": "user.upserted", "payload": {"email": "a@b.test", "login_attributes": {"@tenant": "x"}}}),
+                "payload.login_attributes.@tenant",
+            ),
+            (
+                json!({"kind": "user.upserted", "payload": {"email": "a@b.test", "groups": ["all users"]}}),
+                "payload.groups[0]: \"all users\" is a built-in group",
+            ),
+            (
+                json!({"kind": "users.synced", "payload": {"managed_groups": ["A"], "users": [
+                {"email": "a@b.test"}, {"email": "A@b.test"}]}}),
+                "payload.users[1].email: listed twice",
+            ),
+            (
+                json!({"kind": "users.synced", "payload": {"managed_groups": ["A"], "users": [
+                {"email": "a@b.test", "groups": ["B"]}]}}),
+                "payload.users[0].groups[0]: \"B\" is not in managed_groups",
+            ),
+            (
+                json!({"kind": "users.synced", "payload": {"managed_groups": ["A"], "users": [
+                {"email": "nope"}]}}),
+                "payload.users[0].email: \"nope\" is not a valid email address",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = error(input.clone());
+            assert!(got.contains(want), "{input}\n  got:  {got}\n  want: {want}");
+        }
+    }
+
+    #[test]
+    fn emails_are_checked_the_way_metabase_would() {
+        use super::super::payloads::check_email;
+        for ok in ["ada@acme.test", "a.b+c@sub.example.co"] {
+            assert!(check_email("e", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ada",
+            "@acme.test",
+            "ada@acme",
+            "ada@acme..test",
+            "a da@acme.test",
+            "ada@ac_me.test",
+        ] {
+            assert!(check_email("e", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -196,12 +196,29 @@ pub struct UserUpserted {
 
 impl Validate for UserUpserted {
     fn validate(&self) -> Result<(), InvalidJob> {
-        check_email("email", &self.email)?;
-        check_opt_name("first_name", self.first_name.as_deref())?;
-        check_opt_name("last_name", self.last_name.as_deref())?;
-        check_groups("groups", &self.groups)?;
-        check_attributes("login_attributes", &self.login_attributes)
+        check_user(
+            &self.email,
+            self.first_name.as_deref(),
+            self.last_name.as_deref(),
+            &self.groups,
+            &self.login_attributes,
+        )
     }
+}
+
+/// The checks a person of `user.upserted` and of a `users.synced` snapshot share.
+fn check_user(
+    email: &str,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    groups: &[String],
+    attributes: &BTreeMap<String, Option<Value>>,
+) -> Result<(), InvalidJob> {
+    check_email("email", email)?;
+    check_opt_name("first_name", first_name)?;
+    check_opt_name("last_name", last_name)?;
+    check_groups("groups", groups)?;
+    check_attributes("login_attributes", attributes)
 }
 
 /// `user.deactivated`.
@@ -253,14 +270,17 @@ impl Validate for UsersSynced {
             .collect();
         let mut seen = std::collections::BTreeSet::new();
         for (i, u) in self.users.iter().enumerate() {
-            let at = |f: &str| format!("users[{i}].{f}");
-            check_email(&at("email"), &u.email)?;
+            check_user(
+                &u.email,
+                u.first_name.as_deref(),
+                u.last_name.as_deref(),
+                &u.groups,
+                &u.login_attributes,
+            )
+            .map_err(|e| nest(&format!("users[{i}]"), e))?;
             if !seen.insert(u.email.to_lowercase()) {
-                return Err(InvalidJob::new(at("email"), "listed twice"));
+                return Err(InvalidJob::new(format!("users[{i}].email"), "listed twice"));
             }
-            check_opt_name(&at("first_name"), u.first_name.as_deref())?;
-            check_opt_name(&at("last_name"), u.last_name.as_deref())?;
-            check_groups(&at("groups"), &u.groups)?;
             for (j, g) in u.groups.iter().enumerate() {
                 if !managed.contains(&g.to_lowercase()) {
                     return Err(InvalidJob::new(
@@ -269,7 +289,6 @@ impl Validate for UsersSynced {
                     ));
                 }
             }
-            check_attributes(&at("login_attributes"), &u.login_attributes)?;
         }
         Ok(())
     }
