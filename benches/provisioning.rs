@@ -14,7 +14,13 @@
 //! - `MBPROV_BENCH_NEW=M`: new tenants in every scenario.
 //! - `MBPROV_BENCH_LATENCY_MS` [`--latency-ms`]: emulated latency per request (default 5).
 //! - `MBPROV_BENCH_CONCURRENCY` (default 8), `MBPROV_BENCH_TIMEOUT_S` per scenario (default 300),
-//!   `MBPROV_BENCH_WORKER_LOG` the worker's RUST_LOG (default `info`), `AMQP_URL`, `REDIS_URL`.
+//!   `MBPROV_BENCH_WORKER_LOG` the worker's RUST_LOG (default `info`), `MBPROV_BENCH_KEEP_LOGS=1`
+//!   keeps the worker logs in `target/bench-logs/` (they are kept anyway when a scenario fails),
+//!   `MBPROV_BENCH_WORKER_ENV=K=V,K2=V2` extra worker settings, `MBPROV_BENCH_BIN`, `AMQP_URL`,
+//!   `REDIS_URL` (127.0.0.1 only).
+//!
+//! Results: a markdown report on stdout and in `target/bench-provisioning.md`; the raw emulator
+//! counters in `target/bench-provisioning.json`.
 
 #[path = "provisioning/report.rs"]
 mod report;
@@ -189,6 +195,12 @@ fn settings() -> BenchResult<Settings> {
             8,
         )?,
         rust_log: std::env::var("MBPROV_BENCH_WORKER_LOG").unwrap_or_else(|_| "info".into()),
+        worker_env: std::env::var("MBPROV_BENCH_WORKER_ENV")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect(),
         log_dir,
     };
     let timeout = Duration::from_secs(number(
@@ -207,7 +219,8 @@ fn settings() -> BenchResult<Settings> {
 async fn run_scenario(env: &Env, s: Scenario, timeout: Duration) -> BenchResult<Outcome> {
     let mut stack = Stack::start(env, s.existing).await?;
     let result = measure(&mut stack, env, s, timeout).await;
-    if result.is_ok() {
+    let keep = std::env::var("MBPROV_BENCH_KEEP_LOGS").is_ok_and(|v| v != "0");
+    if result.is_ok() && !keep {
         let _ = std::fs::remove_file(&stack.worker_log);
     } else {
         eprintln!("  worker log kept: {}", stack.worker_log.display());

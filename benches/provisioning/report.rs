@@ -95,6 +95,18 @@ impl Outcome {
         self.stats[field][graph].as_u64().unwrap_or(0)
     }
 
+    /// New tenants per accepted graph PUT: how well the writer coalesced.
+    pub fn tenants_per_write(&self, graph: &str) -> f64 {
+        let accepted = self
+            .puts("graph_puts", graph)
+            .saturating_sub(self.puts("conflicts", graph));
+        if accepted == 0 {
+            0.0
+        } else {
+            self.done as f64 / accepted as f64
+        }
+    }
+
     pub fn tenants_per_second(&self) -> f64 {
         if self.seconds > 0.0 {
             self.done as f64 / self.seconds
@@ -123,13 +135,13 @@ pub fn markdown(outcomes: &[Outcome], latency_ms: u64, concurrency: u16) -> Stri
     );
     s.push_str(
         "| issue | existing | new | done | dead | req/tenant | graph PUTs data/coll | conflicts data/coll | \
-         tenants/s | wall s | worker peak RSS | start-up req |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         tenants per write data/coll | tenants/s | wall s | worker peak RSS | start-up req |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for o in outcomes {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}{} | {} | {:.2} | {}/{} | {}/{} | {:.1} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {}{} | {} | {:.2} | {}/{} | {}/{} | {:.1}/{:.1} | {:.1} | {:.2} | {} | {} |",
             o.issue,
             o.existing,
             o.new,
@@ -143,6 +155,8 @@ pub fn markdown(outcomes: &[Outcome], latency_ms: u64, concurrency: u16) -> Stri
             o.puts("graph_puts", "collection"),
             o.puts("conflicts", "data"),
             o.puts("conflicts", "collection"),
+            o.tenants_per_write("data"),
+            o.tenants_per_write("collection"),
             o.tenants_per_second(),
             o.seconds,
             o.peak_rss_kib

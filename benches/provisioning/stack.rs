@@ -29,6 +29,9 @@ pub struct Env {
     pub concurrency: u16,
     pub rust_log: String,
     pub log_dir: PathBuf,
+    /// Extra `KEY=VALUE` settings for the worker (`MBPROV_BENCH_WORKER_ENV`), e.g. to compare
+    /// a tuning knob of a patched binary.
+    pub worker_env: Vec<(String, String)>,
 }
 
 pub type BenchResult<T> = Result<T, String>;
@@ -140,6 +143,7 @@ impl Stack {
             .env("MBPROV_RETRY_DELAYS", RETRY_DELAYS)
             .env("MBPROV_SHUTDOWN_GRACE", "10s")
             .env("RUST_LOG", &env.rust_log)
+            .envs(env.worker_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
