@@ -190,3 +190,44 @@ async fn malformed_messages_are_dead_lettered_naming_the_field_and_change_nothin
     );
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_free_edition_gets_what_it_can_hold_and_a_clear_refusal_for_sandboxes() {
+    let mut stack = Stack::start_with(support::StackOptions {
+        emulator_args: vec!["--oss".into()],
+        ..support::StackOptions::default()
+    })
+    .await;
+    stack.spawn_worker().await;
+    let mut none = support::tenant_created(1);
+    none["payload"]["data_access"] = json!("none");
+    stack.publish(&[none]).await;
+    stack.wait_done("tenant-1-created").await;
+    let state = stack.state().await;
+    let g = group(&state, "Tenant: 1").unwrap()["id"].to_string();
+    let cells = &state["data_graph"]["rendered"]["groups"][&g]["1"];
+    // No `blocked` without advanced permissions: the group keeps view-data but cannot query.
+    assert!(cells["create-queries"].is_null(), "{cells}");
+    assert_eq!(cells["view-data"], "unrestricted");
+
+    stack.publish(&[example("tenant.created.sandboxed")]).await;
+    let dead = support::eventually("the sandboxed tenant refused", || async {
+        let d = stack.dead_letters().await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(dead[0]["error_class"], "permanent");
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("sandboxes feature"),
+        "{}",
+        dead[0]
+    );
+    assert!(
+        group(&stack.state().await, "Tenant: 43").is_none(),
+        "refused before creating anything"
+    );
+    stack.teardown().await;
+}

@@ -27,6 +27,10 @@ pub fn collection_name(tenant_name: &str) -> String {
 }
 
 pub async fn run(ctx: &Context, t: &TenantCreated) -> Result<(), JobError> {
+    // Refuse before creating anything, so a refused tenant leaves nothing half-made behind.
+    if t.data_access == DataAccess::Sandboxed && !ctx.features.sandboxes {
+        return Err(no_sandboxes());
+    }
     let dir = ctx.directory();
     let group = dir.ensure_group(&group_name(&t.tenant_id)).await?;
     if ctx.builtin.all.contains(&group.id) {
@@ -127,6 +131,12 @@ async fn data_change(
     Ok(still_needed(&current.groups, &change))
 }
 
+fn no_sandboxes() -> JobError {
+    JobError::Impossible(
+        "this Metabase has no sandboxes feature (a Pro or Enterprise token is needed for data_access \"sandboxed\")".into(),
+    )
+}
+
 /// Table-level values and one sandbox per table. Existing sandboxes of the group are updated by
 /// id rather than inserted again (a duplicate insert is a 500 in Metabase).
 pub async fn sandbox_change(
@@ -137,9 +147,7 @@ pub async fn sandbox_change(
     fresh: bool,
 ) -> Result<(crate::metabase::models::DbPerms, Vec<Sandbox>), JobError> {
     if !ctx.features.sandboxes {
-        return Err(JobError::Impossible(
-            "this Metabase has no sandboxes feature (a Pro or Enterprise token is needed for data_access \"sandboxed\")".into(),
-        ));
+        return Err(no_sandboxes());
     }
     let mut tables = Vec::new();
     for t in &spec.tables {
