@@ -10,6 +10,8 @@
 //! change caused the failure fail.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -84,6 +86,8 @@ struct Pending<C> {
 pub struct GraphWriter {
     data: mpsc::Sender<Pending<DataChange>>,
     collections: mpsc::Sender<Pending<Vec<CollectionOp>>>,
+    /// Data-graph batches formed so far (each then goes to Metabase as one write).
+    data_batches: Arc<AtomicU64>,
 }
 
 impl GraphWriter {
@@ -91,11 +95,13 @@ impl GraphWriter {
         let (data_tx, data_rx) = mpsc::channel(1024);
         let (coll_tx, coll_rx) = mpsc::channel(1024);
         let core = Core { mb, store, config };
-        tokio::spawn(run(core.clone(), data_rx, DataKind));
-        tokio::spawn(run(core, coll_rx, CollectionKind));
+        let data_batches = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(core.clone(), data_rx, DataKind, data_batches.clone()));
+        tokio::spawn(run(core, coll_rx, CollectionKind, Arc::default()));
         GraphWriter {
             data: data_tx,
             collections: coll_tx,
+            data_batches,
         }
     }
 
@@ -105,6 +111,18 @@ impl GraphWriter {
             return Ok(());
         }
         submit(&self.data, change).await
+    }
+
+    /// Data-graph changes handed over but not yet taken into a batch (a gauge for operators,
+    /// and what tests wait on instead of sleeping).
+    pub fn data_backlog(&self) -> usize {
+        self.data.max_capacity() - self.data.capacity()
+    }
+
+    /// Data-graph batches formed so far; with [`GraphWriter::data_backlog`], what tests wait on
+    /// instead of sleeping.
+    pub fn data_batches(&self) -> u64 {
+        self.data_batches.load(Ordering::SeqCst)
     }
 
     /// Applies collection-graph operations; returns once Metabase holds them.
@@ -151,7 +169,12 @@ trait Kind: Send + 'static {
     ) -> impl std::future::Future<Output = Result<(), WriteError>> + Send + 'a;
 }
 
-async fn run<K: Kind>(core: Core, mut rx: mpsc::Receiver<Pending<K::Change>>, kind: K) {
+async fn run<K: Kind>(
+    core: Core,
+    mut rx: mpsc::Receiver<Pending<K::Change>>,
+    kind: K,
+    batches: Arc<AtomicU64>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         // Jobs of one wave reach the writer a few milliseconds apart; a short wait lets one
@@ -166,6 +189,7 @@ async fn run<K: Kind>(core: Core, mut rx: mpsc::Receiver<Pending<K::Change>>, ki
                 },
             }
         }
+        batches.fetch_add(1, Ordering::SeqCst);
         let size = batch.len();
         let mut changes = Vec::with_capacity(size);
         let mut waiting = Vec::with_capacity(size);
@@ -265,14 +289,7 @@ impl Kind for DataKind {
         };
         // v0.51+ answers a PUT with only the submitted groups: a read-back at no extra request.
         let mode = match core.config.version {
-            Some(v)
-                if v >= crate::metabase::models::Version {
-                    major: 51,
-                    minor: 0,
-                } =>
-            {
-                DataGraphPut::ReturnGroups
-            }
+            Some(v) if v >= Version::PARTIAL_GRAPH_ANSWER => DataGraphPut::ReturnGroups,
             _ => DataGraphPut::SkipGraph,
         };
         // The revision the last mbprov write left saves a read; only a write from outside

@@ -69,6 +69,17 @@ async fn data_puts(url: &str) -> u64 {
     stats["graph_puts"]["data"].as_u64().unwrap()
 }
 
+async fn wait_for_backlog(s: &Setup, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.writer.data_backlog() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog never reached {n}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Submits `changes` so that they wait together: the graph lock is held while a first change
 /// occupies the writer, then released.
 async fn submit_together(
@@ -84,18 +95,23 @@ async fn submit_together(
         .unwrap();
     let w = s.writer.clone();
     let head = tokio::spawn(async move { w.write_data(first).await });
-    // Give the writer time to take `first` and block on the lock; the rest then queue behind it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let tasks: Vec<_> = changes
-        .into_iter()
-        .map(|c| {
-            let w = s.writer.clone();
-            let t = tokio::spawn(async move { w.write_data(c).await });
-            std::thread::sleep(Duration::from_millis(20));
-            t
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The writer has formed a batch of `first` alone and now waits for the lock we hold...
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.writer.data_batches() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never took the first change"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(s.writer.data_backlog(), 0);
+    // ...so these queue behind it, in this order, and form the next batch together.
+    let mut tasks = Vec::new();
+    for (i, c) in changes.into_iter().enumerate() {
+        let w = s.writer.clone();
+        tasks.push(tokio::spawn(async move { w.write_data(c).await }));
+        wait_for_backlog(s, i + 1).await;
+    }
     guard.release().await.unwrap();
     head.await.unwrap().unwrap();
     let mut out = Vec::new();

@@ -52,6 +52,12 @@ impl Version {
         major: 50,
         minor: 0,
     };
+    /// The first release (assumed; see the README) whose data-graph PUT answers with only the
+    /// submitted groups (metabase#44795).
+    pub const PARTIAL_GRAPH_ANSWER: Version = Version {
+        major: 51,
+        minor: 0,
+    };
 
     /// Reads `v0.56.3`, `v1.56.3`, `v0.50.0-RC1`; `None` for `vLOCAL_DEV` and the like.
     pub fn parse(tag: &str) -> Option<Version> {
