@@ -8,10 +8,17 @@
 //!
 //! A merged write that fails permanently is split in halves and retried, so only the jobs whose
 //! change caused the failure fail.
+//!
+//! The collection graph is only ever served whole, and it grows with every tenant. So the
+//! collection writer also creates the new collections (each copies its parent's cells and bumps
+//! the revision) and keeps the graph row by row in Redis as of one revision
+//! ([`crate::graph::snapshot`]): a tenant's write then reads a few rows from Redis, and
+//! Metabase's revision check tells whether they were exact. Anyone else's change makes it a 409,
+//! after which the whole graph is read as before.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rand::Rng;
@@ -19,9 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Classify, ErrorClass};
 use crate::graph::data::{DataChange, data_body, merge_changes, unsatisfied};
+use crate::graph::snapshot::{Snapshot, rows_needed};
 use crate::graph::{CollectionOp, Features, collection_body};
 use crate::lock::{LockError, LockGuard};
-use crate::metabase::models::{CollectionGraph, Version};
+use crate::metabase::models::{CollectionGraph, CollectionKey, NewCollection, Version};
 use crate::metabase::{DataGraphPut, MetabaseClient, MetabaseError};
 use crate::ops::metrics;
 use crate::store::JobStore;
@@ -74,18 +82,44 @@ pub struct WriterConfig {
     pub batch_linger: Duration,
 }
 
-struct Pending<C> {
+struct Pending<C, O> {
     change: C,
     /// The submitting job's span, so the outcome is logged with its job id, kind and tenant.
     span: tracing::Span,
-    reply: oneshot::Sender<Result<(), WriteError>>,
+    reply: oneshot::Sender<Result<O, WriteError>>,
+}
+
+/// What a job hands the collection writer.
+#[derive(Debug)]
+pub enum CollectionWork {
+    /// Create a collection, under the graph lock so that its copy of the parent's cells and the
+    /// revision that copy bumps are accounted for.
+    Create(Creation),
+    Ops(Vec<CollectionOp>),
+}
+
+#[derive(Debug)]
+pub struct Creation {
+    new: NewCollection,
+    /// Set once Metabase created it, so a merged write that is split and retried never creates
+    /// it twice.
+    created: OnceLock<i64>,
+}
+
+impl CollectionWork {
+    fn ops(&self) -> &[CollectionOp] {
+        match self {
+            CollectionWork::Ops(ops) => ops,
+            CollectionWork::Create(_) => &[],
+        }
+    }
 }
 
 /// Handle to the per-process writer tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct GraphWriter {
-    data: mpsc::Sender<Pending<DataChange>>,
-    collections: mpsc::Sender<Pending<Vec<CollectionOp>>>,
+    data: mpsc::Sender<Pending<DataChange, ()>>,
+    collections: mpsc::Sender<Pending<CollectionWork, Option<i64>>>,
     /// Data-graph batches formed so far (each then goes to Metabase as one write).
     data_batches: Arc<AtomicU64>,
 }
@@ -94,7 +128,15 @@ impl GraphWriter {
     pub fn start(mb: MetabaseClient, store: JobStore, config: WriterConfig) -> GraphWriter {
         let (data_tx, data_rx) = mpsc::channel(1024);
         let (coll_tx, coll_rx) = mpsc::channel(1024);
-        let core = Core { mb, store, config };
+        let snapshots = config
+            .version
+            .is_some_and(|v| v >= Version::COLLECTION_CREATION_BUMPS);
+        let core = Core {
+            mb,
+            store,
+            config,
+            snapshots: Arc::new(AtomicBool::new(snapshots)),
+        };
         let data_batches = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(core.clone(), data_rx, DataKind, data_batches.clone()));
         tokio::spawn(run(core, coll_rx, CollectionKind, Arc::default()));
@@ -130,11 +172,25 @@ impl GraphWriter {
         if ops.is_empty() {
             return Ok(());
         }
-        submit(&self.collections, ops).await
+        submit(&self.collections, CollectionWork::Ops(ops))
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates a collection (names are not unique in Metabase: the caller makes sure it does
+    /// not exist yet) and returns its id.
+    pub async fn create_collection(&self, new: NewCollection) -> Result<i64, WriteError> {
+        let work = CollectionWork::Create(Creation {
+            new,
+            created: OnceLock::new(),
+        });
+        submit(&self.collections, work)
+            .await?
+            .ok_or(WriteError::Stopped)
     }
 }
 
-async fn submit<C>(tx: &mpsc::Sender<Pending<C>>, change: C) -> Result<(), WriteError> {
+async fn submit<C, O>(tx: &mpsc::Sender<Pending<C, O>>, change: C) -> Result<O, WriteError> {
     let (reply, rx) = oneshot::channel();
     let span = tracing::Span::current();
     tx.send(Pending {
@@ -152,6 +208,9 @@ struct Core {
     mb: MetabaseClient,
     store: JobStore,
     config: WriterConfig,
+    /// Whether the collection writer trusts its Redis snapshot (see the module doc): only where
+    /// creating a collection bumps the revision, and never again once Metabase showed it does not.
+    snapshots: Arc<AtomicBool>,
 }
 
 /// Which graph a writer task serves; the write itself differs, the batching does not.
@@ -160,7 +219,10 @@ struct CollectionKind;
 
 trait Kind: Send + 'static {
     type Change: Send + Sync + 'static;
+    /// What a job learns from a successful write of its change.
+    type Output: Send + 'static;
     const NAME: &'static str;
+    fn output(change: &Self::Change) -> Self::Output;
     fn write<'a>(
         &'a self,
         core: &'a Core,
@@ -171,7 +233,7 @@ trait Kind: Send + 'static {
 
 async fn run<K: Kind>(
     core: Core,
-    mut rx: mpsc::Receiver<Pending<K::Change>>,
+    mut rx: mpsc::Receiver<Pending<K::Change, K::Output>>,
     kind: K,
     batches: Arc<AtomicU64>,
 ) {
@@ -200,7 +262,7 @@ async fn run<K: Kind>(
         let results = write_split(&core, &kind, &changes).await;
         for ((span, reply), result) in waiting.into_iter().zip(results) {
             span.in_scope(|| match &result {
-                Ok(()) => tracing::debug!(graph = K::NAME, batch = size, "graph change written"),
+                Ok(_) => tracing::debug!(graph = K::NAME, batch = size, "graph change written"),
                 Err(e) => tracing::debug!(graph = K::NAME, batch = size, error = %e, "graph change failed"),
             });
             let _ = reply.send(result);
@@ -214,8 +276,8 @@ async fn write_split<K: Kind>(
     core: &Core,
     kind: &K,
     changes: &[K::Change],
-) -> Vec<Result<(), WriteError>> {
-    let mut results: Vec<Option<Result<(), WriteError>>> =
+) -> Vec<Result<K::Output, WriteError>> {
+    let mut results: Vec<Option<Result<K::Output, WriteError>>> =
         (0..changes.len()).map(|_| None).collect();
     let mut ranges = vec![(0, changes.len())];
     while let Some((lo, hi)) = ranges.pop() {
@@ -227,9 +289,11 @@ async fn write_split<K: Kind>(
                 ranges.push((mid, hi));
                 ranges.push((lo, mid));
             }
-            Ok(()) => results[lo..hi]
-                .iter_mut()
-                .for_each(|slot| *slot = Some(Ok(()))),
+            Ok(()) => {
+                for (slot, change) in results[lo..hi].iter_mut().zip(&changes[lo..hi]) {
+                    *slot = Some(Ok(K::output(change)));
+                }
+            }
             Err(e) if hi - lo == 1 => results[lo] = Some(Err(e)),
             Err(e) => {
                 // Every job of a merged write that failed as a whole gets the same error.
@@ -275,7 +339,10 @@ fn conflict_pause(attempt: u32) -> Duration {
 
 impl Kind for DataKind {
     type Change = DataChange;
+    type Output = ();
     const NAME: &'static str = "data";
+
+    fn output(_: &DataChange) {}
 
     async fn write<'a>(
         &'a self,
@@ -352,24 +419,60 @@ async fn read_back(
 }
 
 impl Kind for CollectionKind {
-    type Change = Vec<CollectionOp>;
+    type Change = CollectionWork;
+    type Output = Option<i64>;
     const NAME: &'static str = "collection";
+
+    fn output(change: &CollectionWork) -> Option<i64> {
+        match change {
+            CollectionWork::Create(c) => c.created.get().copied(),
+            CollectionWork::Ops(_) => None,
+        }
+    }
 
     async fn write<'a>(
         &'a self,
         core: &'a Core,
-        batch: &'a [&'a Vec<CollectionOp>],
+        batch: &'a [&'a CollectionWork],
         guard: &'a LockGuard,
     ) -> Result<(), WriteError> {
-        let ops: Vec<CollectionOp> = batch.iter().flat_map(|ops| ops.iter().cloned()).collect();
+        let ops: Vec<CollectionOp> = batch.iter().flat_map(|w| w.ops()).cloned().collect();
+        let creations: Vec<&Creation> = batch
+            .iter()
+            .filter_map(|w| match w {
+                CollectionWork::Create(c) if c.created.get().is_none() => Some(c),
+                _ => None,
+            })
+            .collect();
+        let mut cache = SnapshotCache::load(core, &ops, &creations).await;
+        if !creations.is_empty() {
+            guard.ensure_held()?;
+            create_all(core, &creations, &mut cache).await?;
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut missed: Option<i64> = None;
         for attempt in 0..MAX_CONFLICTS {
             guard.ensure_held()?;
-            // Metabase has no per-group read of this graph; the whole (sparse) graph it is.
-            let current = core.mb.collection_graph().await?;
-            let groups = collection_body(&current, &ops, core.config.admin_group);
-            if groups.is_empty() {
+            let (current, predicted) = match cache.known.take() {
+                Some(known) => (known, true),
+                None => {
+                    let read = Snapshot::from_graph(&core.mb.collection_graph().await?);
+                    if let Some(expected) = missed.take() {
+                        cache.check_prediction(core, expected, read.revision).await;
+                    }
+                    (read, false)
+                }
+            };
+            let groups = collection_body(&current.graph(), &ops, core.config.admin_group);
+            if groups.is_empty() && !predicted {
+                // The graph just read already holds every wish.
+                cache.store_read(core, &current).await;
                 return Ok(());
             }
+            // From the snapshot even an empty body is sent: Metabase's revision check is what
+            // proves the rows were current.
             let body = CollectionGraph {
                 revision: current.revision,
                 groups,
@@ -377,21 +480,37 @@ impl Kind for CollectionKind {
             };
             match core.mb.put_collection_graph(&body).await {
                 Ok(after) => {
-                    metrics::graph_write("collection");
-                    tracing::info!(
-                        target: "mbprov::audit",
-                        graph = "collection",
-                        revision_before = current.revision,
-                        revision_after = after.revision,
-                        changes = %audit_collection(&current, &body),
-                        "collection graph written"
-                    );
+                    let mut next = current.clone();
+                    let changed = next.apply(&body.groups);
+                    if !changed.is_empty() {
+                        metrics::graph_write("collection");
+                        tracing::info!(
+                            target: "mbprov::audit",
+                            graph = "collection",
+                            revision_before = current.revision,
+                            revision_after = after.revision,
+                            changes = %audit_collection(&current.graph(), &body),
+                            "collection graph written"
+                        );
+                    }
+                    cache
+                        .store_write(core, &current, &next, &changed, after.revision, predicted)
+                        .await;
                     return Ok(());
                 }
-                Err(e) if e.is_conflict() || e.status().is_some_and(|s| s >= 500) => {
+                // A 404 from rows out of date (a group someone deleted) is a stale read too.
+                Err(e)
+                    if e.is_conflict()
+                        || e.status().is_some_and(|s| s >= 500)
+                        || (predicted && e.is_not_found()) =>
+                {
                     metrics::graph_conflict("collection");
-                    tracing::debug!(attempt, error = %e, "collection graph write conflicted; re-reading");
-                    tokio::time::sleep(conflict_pause(attempt)).await;
+                    tracing::debug!(attempt, predicted, error = %e, "collection graph write conflicted; re-reading");
+                    if predicted {
+                        missed = Some(current.revision);
+                    } else {
+                        tokio::time::sleep(conflict_pause(attempt)).await;
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -399,6 +518,165 @@ impl Kind for CollectionKind {
         Err(WriteError::Contended {
             graph: "collection",
         })
+    }
+}
+
+/// Creates the batch's collections side by side (the lock is held, so their revision bumps are
+/// the only ones the snapshot expects) and records them in it.
+async fn create_all(
+    core: &Core,
+    creations: &[&Creation],
+    cache: &mut SnapshotCache,
+) -> Result<(), WriteError> {
+    let answers =
+        futures_util::future::join_all(creations.iter().map(|c| core.mb.create_collection(&c.new)))
+            .await;
+    let mut failure = None;
+    let mut made = BTreeSet::new();
+    for (creation, answer) in creations.iter().zip(answers) {
+        match answer {
+            Ok(collection) => {
+                let CollectionKey::Id(id) = collection.id else {
+                    failure.get_or_insert(WriteError::Unverified {
+                        graph: "collection",
+                        detail: "Metabase answered a new collection with id root".into(),
+                    });
+                    continue;
+                };
+                let _ = creation.created.set(id);
+                if let Some(known) = cache.known.as_mut() {
+                    known.created(id, parent_key(&creation.new));
+                    made.insert(CollectionKey::Id(id));
+                }
+            }
+            Err(e) => {
+                // Refused outright, nothing happened; otherwise it may have, and the revision
+                // with it, so the snapshot can no longer predict it.
+                if !e.status().is_some_and(|s| (400..500).contains(&s)) {
+                    cache.known = None;
+                }
+                failure.get_or_insert(e.into());
+            }
+        }
+    }
+    cache.store_created(core, &made).await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn parent_key(new: &NewCollection) -> CollectionKey {
+    new.parent_id.map_or(CollectionKey::Root, CollectionKey::Id)
+}
+
+/// One write's view of the Redis snapshot. Redis failures here only cost a whole-graph read:
+/// the snapshot is an optimisation, the revision check is the guarantee.
+struct SnapshotCache {
+    enabled: bool,
+    /// The rows this write needs, moved forward by its own events; `None` once they cannot be
+    /// predicted.
+    known: Option<Snapshot>,
+    /// The revision Redis holds, as far as this write knows.
+    stored: Option<i64>,
+}
+
+impl SnapshotCache {
+    async fn load(core: &Core, ops: &[CollectionOp], creations: &[&Creation]) -> SnapshotCache {
+        let enabled = core.snapshots.load(Ordering::Relaxed);
+        let mut cache = SnapshotCache {
+            enabled,
+            known: None,
+            stored: None,
+        };
+        if !enabled {
+            return cache;
+        }
+        let keys = rows_needed(ops, creations.iter().map(|c| parent_key(&c.new)));
+        match core.store.load_snapshot(keys.as_ref()).await {
+            Ok(known) => {
+                cache.stored = known.as_ref().map(|k| k.revision);
+                cache.known = known;
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read the collection-graph snapshot"),
+        }
+        cache
+    }
+
+    async fn store_created(&mut self, core: &Core, made: &BTreeSet<CollectionKey>) {
+        if made.is_empty() {
+            return;
+        }
+        let (Some(known), Some(base)) = (&self.known, self.stored) else {
+            return;
+        };
+        match core.store.advance_snapshot(base, known, made).await {
+            Ok(true) => self.stored = Some(known.revision),
+            Ok(false) => self.known = None,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not record new collections in the snapshot");
+                self.known = None;
+            }
+        }
+    }
+
+    /// After a whole-graph read that needed no write: it is the best snapshot there is.
+    async fn store_read(&self, core: &Core, read: &Snapshot) {
+        if self.enabled
+            && let Err(e) = core.store.replace_snapshot(read).await
+        {
+            tracing::debug!(error = %e, "could not store the collection-graph snapshot");
+        }
+    }
+
+    async fn store_write(
+        &self,
+        core: &Core,
+        before: &Snapshot,
+        after: &Snapshot,
+        changed: &BTreeSet<CollectionKey>,
+        answered: i64,
+        predicted: bool,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        // Metabase answers with the revision after the write; a larger one means someone else
+        // wrote in the meantime, and these rows cannot vouch for that.
+        let result = if answered != after.revision {
+            core.store.forget_snapshot().await
+        } else if !predicted {
+            core.store.replace_snapshot(after).await
+        } else if changed.is_empty() || self.stored != Some(before.revision) {
+            Ok(())
+        } else {
+            core.store
+                .advance_snapshot(before.revision, after, changed)
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not store the collection-graph snapshot");
+        }
+    }
+
+    /// A predicted write was refused and the graph read back is at `read`. Other writers only
+    /// ever push the revision up, so a revision below the prediction means this Metabase does
+    /// not bump it when it creates a collection: stop predicting.
+    async fn check_prediction(&mut self, core: &Core, expected: i64, read: i64) {
+        if read < expected {
+            tracing::warn!(
+                expected,
+                read,
+                "creating a collection did not bump the collection-graph revision here; \
+                 reading the whole collection graph for every write from now on"
+            );
+            core.snapshots.store(false, Ordering::Relaxed);
+            self.enabled = false;
+            if let Err(e) = core.store.forget_snapshot().await {
+                tracing::debug!(error = %e, "could not drop the collection-graph snapshot");
+            }
+        }
     }
 }
 

@@ -7,6 +7,9 @@
 //! - `P:map:<kind>:<name>`   a cached Metabase id for a name (groups pass case-folded names)
 //! - `P:lock:entity:<name>`  a short lock around one entity (a group, a user)
 //! - `P:lock:graph:<graph>`  the lock around writes of a permission graph (CONTRACT.md section 6)
+//! - `P:graph:data:revision` the data-graph revision the last mbprov write left
+//! - `P:graph:collection:rows` the collection graph as of one revision, a hash: `revision`, and
+//!   one field per collection (`root` or its id) holding that collection's cells as JSON
 
 use std::time::Duration;
 
@@ -14,7 +17,24 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::{Classify, ErrorClass};
+use crate::graph::snapshot::{Row, Snapshot};
 use crate::lock::RedisLock;
+use crate::metabase::models::CollectionKey;
+
+/// Moves the stored snapshot from one revision to the next, only if it is still at the first:
+/// a writer that lost its lock can never mix its rows into a newer snapshot.
+const ADVANCE_SNAPSHOT: &str = r"
+if redis.call('HGET', KEYS[1], 'revision') ~= ARGV[1] then return 0 end
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('HSET', KEYS[1], 'revision', ARGV[2])
+return 1
+";
 
 /// How long a completed job id is remembered (CONTRACT.md section 3).
 pub const DONE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -151,6 +171,90 @@ impl JobStore {
             .map_err(command("record the last graph revision"))
     }
 
+    /// The stored collection-graph snapshot, with only the rows in `keys` (`None`: all rows);
+    /// `None` when there is none (or it cannot be read back, which is the same to a writer).
+    pub async fn load_snapshot(
+        &self,
+        keys: Option<&std::collections::BTreeSet<CollectionKey>>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.snapshot_key();
+        let fields: Vec<(String, String)> = match keys {
+            None => conn
+                .hgetall(&key)
+                .await
+                .map_err(command("read the graph snapshot"))?,
+            Some(keys) => {
+                let mut names = vec!["revision".to_string()];
+                names.extend(keys.iter().map(ToString::to_string));
+                let values: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&names)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(command("read the graph snapshot"))?;
+                names
+                    .into_iter()
+                    .zip(values)
+                    .filter_map(|(n, v)| v.map(|v| (n, v)))
+                    .collect()
+            }
+        };
+        Ok(parse_snapshot(fields))
+    }
+
+    /// Stores `next` in place of the snapshot at revision `base` (only the `changed` rows are
+    /// sent). False when the stored snapshot is no longer at `base`: another writer moved it.
+    pub async fn advance_snapshot(
+        &self,
+        base: i64,
+        next: &Snapshot,
+        changed: &std::collections::BTreeSet<CollectionKey>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let script = redis::Script::new(ADVANCE_SNAPSHOT);
+        let mut call = script.key(self.snapshot_key());
+        call.arg(base).arg(next.revision);
+        for key in changed {
+            call.arg(key.to_string()).arg(row_value(next.rows.get(key)));
+        }
+        let moved: i64 = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(command("advance the graph snapshot"))?;
+        Ok(moved == 1)
+    }
+
+    /// Replaces the stored snapshot with `snapshot`, which holds every row of the graph.
+    pub async fn replace_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.snapshot_key();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&key).arg("revision").arg(snapshot.revision);
+        for (collection, row) in &snapshot.rows {
+            if !row.is_empty() {
+                hset.arg(collection.to_string()).arg(row_value(Some(row)));
+            }
+        }
+        redis::pipe()
+            .atomic()
+            .del(&key)
+            .ignore()
+            .add_command(hset)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(command("store the graph snapshot"))
+    }
+
+    /// Drops the snapshot: the next write reads the whole graph.
+    pub async fn forget_snapshot(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.del::<_, ()>(self.snapshot_key())
+            .await
+            .map_err(command("drop the graph snapshot"))
+    }
+
     /// A short lock around one entity: `P:lock:entity:<name>`.
     pub fn lock(&self, name: &str, ttl: Duration) -> RedisLock {
         RedisLock::new(
@@ -170,6 +274,10 @@ impl JobStore {
         )
     }
 
+    fn snapshot_key(&self) -> String {
+        format!("{}:graph:collection:rows", self.prefix)
+    }
+
     fn done_key(&self, job_id: &str) -> String {
         format!("{}:done:{job_id}", self.prefix)
     }
@@ -177,6 +285,30 @@ impl JobStore {
     fn map_key(&self, kind: &str, name: &str) -> String {
         format!("{}:map:{kind}:{name}", self.prefix)
     }
+}
+
+/// A row as stored; an empty row is deleted rather than stored.
+fn row_value(row: Option<&Row>) -> String {
+    match row {
+        Some(row) if !row.is_empty() => serde_json::to_string(row).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn parse_snapshot(fields: Vec<(String, String)>) -> Option<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    let mut revision = None;
+    for (name, value) in fields {
+        if name == "revision" {
+            revision = Some(value.parse().ok()?);
+        } else {
+            let key: CollectionKey = name.parse().ok()?;
+            let row: Row = serde_json::from_str(&value).ok()?;
+            snapshot.rows.insert(key, row);
+        }
+    }
+    snapshot.revision = revision?;
+    Some(snapshot)
 }
 
 fn command(op: &'static str) -> impl FnOnce(redis::RedisError) -> StoreError {

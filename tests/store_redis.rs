@@ -133,3 +133,66 @@ async fn stores_with_different_prefixes_do_not_see_each_other() {
         .unwrap();
     a.forget_id("group", "g").await.unwrap();
 }
+
+fn snapshot(v: serde_json::Value) -> mbprov::graph::Snapshot {
+    mbprov::graph::Snapshot::from_graph(&serde_json::from_value(v).unwrap())
+}
+
+#[tokio::test]
+async fn the_collection_snapshot_moves_only_from_the_revision_it_is_at() {
+    use mbprov::metabase::models::CollectionKey::{Id, Root};
+    use std::collections::BTreeSet;
+
+    let store = store().await;
+    assert_eq!(store.load_snapshot(None).await.unwrap(), None);
+    let whole = snapshot(serde_json::json!({"revision": 4, "groups": {
+        "1": {"root": "write", "2": "read"}, "2": {"root": "write", "2": "write"}}}));
+    store.replace_snapshot(&whole).await.unwrap();
+    assert_eq!(
+        store.load_snapshot(None).await.unwrap(),
+        Some(whole.clone())
+    );
+
+    // Only the asked-for rows come back; a row with no cells is simply empty.
+    let some = store
+        .load_snapshot(Some(&BTreeSet::from([Id(2), Id(9)])))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(some.revision, 4);
+    assert_eq!(some.rows.keys().collect::<Vec<_>>(), vec![&Id(2)]);
+
+    // A new collection 9 under 2, then All Users' copy revoked.
+    let mut next = some.clone();
+    next.created(9, Id(2));
+    let body =
+        serde_json::from_value(serde_json::json!({"1": {"9": "none", "2": "none"}})).unwrap();
+    let changed = next.apply(&body);
+    assert_eq!(next.revision, 6);
+    assert!(
+        store
+            .advance_snapshot(4, &next, &changed.iter().copied().chain([Id(9)]).collect())
+            .await
+            .unwrap()
+    );
+    // A writer that still thinks the snapshot is at 4 (it lost its lock) changes nothing.
+    let mut late = some.clone();
+    late.apply(&serde_json::from_value(serde_json::json!({"5": {"2": "write"}})).unwrap());
+    assert!(
+        !store
+            .advance_snapshot(4, &late, &BTreeSet::from([Id(2)]))
+            .await
+            .unwrap()
+    );
+
+    let stored = store.load_snapshot(None).await.unwrap().unwrap();
+    assert_eq!(stored.revision, 6);
+    assert_eq!(
+        serde_json::to_value(stored.graph().groups).unwrap(),
+        serde_json::json!({"1": {"root": "write"}, "2": {"root": "write", "2": "write", "9": "write"}})
+    );
+    assert!(stored.rows.contains_key(&Root));
+
+    store.forget_snapshot().await.unwrap();
+    assert_eq!(store.load_snapshot(None).await.unwrap(), None);
+}

@@ -61,6 +61,11 @@ pub struct EmulatorOptions {
     /// For this long after start, answer 503 "still initializing".
     #[arg(long, default_value_t = 0)]
     pub init_delay_ms: u64,
+    /// Copy a new collection's parent cells without bumping the collection-graph revision, as
+    /// releases before v0.56 did, whatever `--metabase-version` says (tests mbprov's check of
+    /// its own assumption).
+    #[arg(long)]
+    pub silent_collection_copies: bool,
 }
 
 impl EmulatorOptions {
@@ -78,6 +83,7 @@ impl EmulatorOptions {
             init_delay_ms: 0,
             outage_after_ms: 0,
             outage_for_ms: 0,
+            silent_collection_copies: false,
         }
     }
 }
@@ -118,7 +124,10 @@ impl App {
         if !(0.0..=1.0).contains(&opts.error_rate) {
             return Err(EmulatorError::ErrorRate(opts.error_rate));
         }
-        let edition = Edition { oss: opts.oss };
+        let mut edition = Edition::for_version(&opts.metabase_version, opts.oss);
+        if opts.silent_collection_copies {
+            edition.creation_bumps_collection_revision = false;
+        }
         Ok(App {
             state: Arc::new(Mutex::new(State::new(edition, opts.fresh))),
             stats: Arc::new(Stats::default()),

@@ -10,7 +10,9 @@ pub mod access;
 pub mod collection;
 pub mod data;
 pub mod granular;
+pub mod snapshot;
 
 pub use access::{DataAccess, Features};
 pub use collection::{CollectionOp, collection_body};
 pub use data::{DataChange, data_body, merge_changes, unsatisfied};
+pub use snapshot::Snapshot;

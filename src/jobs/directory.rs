@@ -253,20 +253,18 @@ impl<'a> Directory<'a> {
                     created: false,
                 });
             }
-            let created = self
+            // Through the collection writer: a new collection changes the collection graph
+            // (it copies its parent's cells and bumps the revision), so it is made under that
+            // graph's lock, where the writer can account for it.
+            let id = self
                 .ctx
-                .mb
-                .create_collection(&NewCollection {
+                .writer
+                .create_collection(NewCollection {
                     name: name.to_string(),
                     description: None,
                     parent_id: parent,
                 })
                 .await?;
-            let CollectionKey::Id(id) = created.id else {
-                return Err(JobError::Impossible(
-                    "Metabase answered a new collection with id root".into(),
-                ));
-            };
             self.ctx.store.set_id("collection", &key, id).await?;
             Ok(Found { id, created: true })
         }

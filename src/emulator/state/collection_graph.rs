@@ -71,7 +71,7 @@ impl State {
     }
 
     /// `PUT /api/collection/graph`: only the cells in the body change; the revision goes up
-    /// only when something did. Returns the new revision.
+    /// only when the body differs from the sparse graph. Returns the new revision.
     pub fn put_collection_graph(&mut self, body: &Value, force: bool) -> ApiResult<i64> {
         let groups: CollectionGroups = match body.get("groups") {
             None | Some(Value::Null) => CollectionGroups::new(),
@@ -106,7 +106,15 @@ impl State {
                         continue;
                     }
                 }
-                if self.current_cell(*group, *key) != *access {
+                // Metabase diffs against the sparse old graph, in which a pair without a
+                // permission is absent, so an explicit "none" there is a change too.
+                let none_on_missing = *access == CollectionAccess::None
+                    && *group != ADMIN_GROUP
+                    && !self
+                        .collection_perms
+                        .get(group)
+                        .is_some_and(|c| c.contains_key(key));
+                if none_on_missing || self.current_cell(*group, *key) != *access {
                     if *group == ADMIN_GROUP {
                         return Err(ApiError::bad_request(text::ADMIN_PERMISSIONS));
                     }

@@ -115,7 +115,8 @@ impl State {
     }
 
     /// `POST /api/collection`: the new collection copies its parent's (or root's) cells for
-    /// every group, which is a permissions change and bumps the collection-graph revision.
+    /// every group, which is a permissions change and, since metabase#59727, bumps the
+    /// collection-graph revision.
     pub fn create_collection(&mut self, input: NewCollectionInput) -> ApiResult<i64> {
         if input.name.trim().is_empty() {
             return Err(ApiError::schema(
@@ -141,7 +142,9 @@ impl State {
                 cells.insert(CollectionKey::Id(id), access);
             }
         }
-        self.collection_revision += 1;
+        if self.edition.creation_bumps_collection_revision {
+            self.collection_revision += 1;
+        }
         Ok(id)
     }
 

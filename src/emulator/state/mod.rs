@@ -70,10 +70,35 @@ pub struct ApiKeyRec {
 }
 
 /// Options that change what the instance allows.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Edition {
     /// Token features off: `blocked` and sandboxes are refused.
     pub oss: bool,
+    /// Whether creating a collection bumps the collection-graph revision (metabase#59727,
+    /// merged June 2025; mbprov assumes v0.56). Older releases copied the parent's cells
+    /// silently.
+    pub creation_bumps_collection_revision: bool,
+}
+
+impl Default for Edition {
+    fn default() -> Self {
+        Edition {
+            oss: false,
+            creation_bumps_collection_revision: true,
+        }
+    }
+}
+
+impl Edition {
+    /// What a release tag implies; an unparsable tag (`vLOCAL_DEV`) is the newest behaviour.
+    pub fn for_version(tag: &str, oss: bool) -> Edition {
+        let creation_bumps_collection_revision = crate::metabase::models::Version::parse(tag)
+            .is_none_or(|v| v >= crate::metabase::models::Version::COLLECTION_CREATION_BUMPS);
+        Edition {
+            oss,
+            creation_bumps_collection_revision,
+        }
+    }
 }
 
 /// Monotonic id counters, one per table, like the app database's sequences.

@@ -177,7 +177,13 @@ fn admin_cells_are_ignored_when_equal_and_refused_when_different() {
 
 #[test]
 fn oss_refuses_blocked_and_sandboxes_with_402() {
-    let mut s = State::new(Edition { oss: true }, false);
+    let mut s = State::new(
+        Edition {
+            oss: true,
+            ..Edition::default()
+        },
+        false,
+    );
     let err = put(
         &mut s,
         json!({"1": {"1": {"view-data": "blocked", "create-queries": "no"}}}),
@@ -269,20 +275,40 @@ fn new_collections_copy_their_parents_cells_and_bump_the_revision() {
 }
 
 #[test]
+fn before_v0_56_a_new_collection_copies_cells_without_a_revision() {
+    let mut s = State::new(Edition::for_version("v0.55.9", false), false);
+    let child = s
+        .create_collection(NewCollectionInput {
+            name: "Child".into(),
+            description: None,
+            parent_id: Some(2),
+        })
+        .unwrap();
+    assert_eq!(coll_cell(&s, 1, &child.to_string()), "write");
+    assert_eq!(s.collection_revision, 1);
+    assert!(Edition::for_version("v1.56.0", false).creation_bumps_collection_revision);
+    assert!(Edition::for_version("vLOCAL_DEV", false).creation_bumps_collection_revision);
+}
+
+#[test]
 fn collection_graph_is_sparse_and_partial() {
     let mut s = ee();
     let g = new_group(&mut s, "G");
-    // Personal collection 1 is silently dropped; "none" on a missing cell changes nothing.
-    let noop = json!({"revision": 1, "groups": {g.to_string(): {"1": "write", "root": "none"}}});
+    // Personal collection 1 is silently dropped: nothing changes.
+    let noop = json!({"revision": 1, "groups": {g.to_string(): {"1": "write"}}});
     assert_eq!(s.put_collection_graph(&noop, false), Ok(1));
+    // Metabase diffs the body against the *sparse* old graph, where a missing pair is absent
+    // rather than "none": an explicit "none" there counts as a change and bumps the revision.
+    let none_on_missing = json!({"revision": 1, "groups": {g.to_string(): {"root": "none"}}});
+    assert_eq!(s.put_collection_graph(&none_on_missing, false), Ok(2));
     let graph = serde_json::to_value(s.render_collection_graph()).unwrap();
     assert_eq!(graph["groups"].get(g.to_string()), None);
     assert_eq!(graph["groups"]["2"], json!({"root": "write", "2": "write"}));
-    let revoke = json!({"revision": 1, "groups": {"1": {"2": "none"}}});
-    assert_eq!(s.put_collection_graph(&revoke, false), Ok(2));
+    let revoke = json!({"revision": 2, "groups": {"1": {"2": "none"}}});
+    assert_eq!(s.put_collection_graph(&revoke, false), Ok(3));
     assert_eq!(coll_cell(&s, 1, "2"), Value::Null);
     assert_eq!(coll_cell(&s, 1, "root"), "write");
-    let stale = json!({"revision": 1, "groups": {}});
+    let stale = json!({"revision": 2, "groups": {}});
     assert_eq!(
         s.put_collection_graph(&stale, false)
             .unwrap_err()
@@ -290,9 +316,12 @@ fn collection_graph_is_sparse_and_partial() {
             .as_u16(),
         409
     );
-    let admin_same = json!({"revision": 2, "groups": {"2": {"2": "write"}}});
-    assert_eq!(s.put_collection_graph(&admin_same, false), Ok(2));
-    let admin_lower = json!({"revision": 2, "groups": {"2": {"2": "read"}}});
+    // An empty body at the current revision is a cheap check of the revision.
+    let check = json!({"revision": 3, "groups": {}});
+    assert_eq!(s.put_collection_graph(&check, false), Ok(3));
+    let admin_same = json!({"revision": 3, "groups": {"2": {"2": "write"}}});
+    assert_eq!(s.put_collection_graph(&admin_same, false), Ok(3));
+    let admin_lower = json!({"revision": 3, "groups": {"2": {"2": "read"}}});
     assert_eq!(
         s.put_collection_graph(&admin_lower, false).unwrap_err(),
         crate::emulator::error::ApiError::bad_request(text::ADMIN_PERMISSIONS)

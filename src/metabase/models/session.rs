@@ -59,6 +59,14 @@ impl Version {
         minor: 0,
     };
 
+    /// The first release (assumed; metabase#59727 was merged in June 2025) in which creating a
+    /// collection bumps the collection-graph revision, so that every change of that graph is
+    /// fenced by its revision. See the README.
+    pub const COLLECTION_CREATION_BUMPS: Version = Version {
+        major: 56,
+        minor: 0,
+    };
+
     /// Reads `v0.56.3`, `v1.56.3`, `v0.50.0-RC1`; `None` for `vLOCAL_DEV` and the like.
     pub fn parse(tag: &str) -> Option<Version> {
         let mut parts = tag.trim_start_matches('v').split(['.', '-']);

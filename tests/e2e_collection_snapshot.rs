@@ -1,0 +1,172 @@
+//! The collection writer's Redis snapshot: tenants after the first need no whole-graph read, yet
+//! a change made by anyone else (here an administrator granting a group access to the shared
+//! parent collection, which every new tenant collection copies) is never missed, and a Metabase
+//! that breaks the snapshot's assumption is caught.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Stack, StackOptions, find, tenant_created};
+
+const WHOLE_GRAPH_READ: &str = "GET /api/collection/graph";
+
+async fn whole_graph_reads(stack: &Stack) -> u64 {
+    stack.stats().await["requests"][WHOLE_GRAPH_READ]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Runs tenants one at a time, so each is its own batch (and its own chance to read the graph).
+async fn provision(stack: &Stack, tenants: std::ops::RangeInclusive<u32>) {
+    for n in tenants {
+        stack.publish(&[tenant_created(n)]).await;
+        stack.wait_done(&format!("tenant-{n}-created")).await;
+    }
+}
+
+/// An administrator in the UI: a new group, granted `read` on the shared collection 2.
+async fn grant_contractors_the_shared_collection(stack: &Stack) -> i64 {
+    let group = stack
+        .emu_send(
+            Method::POST,
+            "/api/permissions/group",
+            json!({"name": "Contractors"}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    // The administrator's read counts among the emulator's whole-graph reads too.
+    let revision = stack.emu_get("/api/collection/graph").await["revision"].clone();
+    let answer = stack
+        .emu_send(
+            Method::PUT,
+            "/api/collection/graph?skip_graph=true",
+            json!({"revision": revision, "groups": {group.to_string(): {"2": "read"}}}),
+        )
+        .await;
+    assert!(answer.status().is_success(), "the administrator's grant");
+    group
+}
+
+/// Every tenant in `tenants` has its collection, readable by its group and by no one else but
+/// the administrators; `contractors` keeps its grant on the shared collection.
+async fn assert_isolated(stack: &Stack, tenants: std::ops::RangeInclusive<u32>, contractors: i64) {
+    let state = stack.state().await;
+    let colls = &state["collection_graph"]["groups"];
+    for n in tenants {
+        let g = find(&state["groups"], "name", &format!("Tenant: {n}"))[0]["id"]
+            .as_i64()
+            .unwrap();
+        let c = find(
+            &state["collections"],
+            "name",
+            &format!("Acme {n} Dashboards"),
+        );
+        assert_eq!(c.len(), 1, "one collection for tenant {n}");
+        let cid = c[0]["id"].as_i64().unwrap().to_string();
+        for (group, cells) in colls.as_object().unwrap() {
+            let expected = match group.as_str() {
+                "2" => Some("write"),
+                _ if *group == g.to_string() => Some("read"),
+                _ => None,
+            };
+            assert_eq!(
+                cells.get(&cid).and_then(Value::as_str),
+                expected,
+                "group {group} on tenant {n}'s collection"
+            );
+        }
+    }
+    assert_eq!(
+        colls[contractors.to_string()]["2"],
+        "read",
+        "the administrator's grant is intact"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
+    let mut stack = Stack::start().await;
+    stack.spawn_worker().await;
+
+    provision(&stack, 1..=4).await;
+    assert_eq!(
+        whole_graph_reads(&stack).await,
+        1,
+        "after the first tenant the snapshot in Redis stands in for the graph"
+    );
+    let snapshot = format!("{}:graph:collection:rows", stack.prefix);
+    assert!(support::redis_exists(&snapshot).await);
+
+    // Tenant 5's collection copies the Contractors' read from its parent: the worker's rows do
+    // not know it, so its write must be refused and the graph read again.
+    let contractors = grant_contractors_the_shared_collection(&stack).await;
+    provision(&stack, 5..=5).await;
+    assert_eq!(
+        whole_graph_reads(&stack).await,
+        1 + 1 + 1,
+        "the administrator's read, then one by the worker after the 409"
+    );
+    assert_eq!(stack.stats().await["conflicts"]["collection"], 1);
+
+    provision(&stack, 6..=7).await;
+    assert_eq!(
+        whole_graph_reads(&stack).await,
+        3,
+        "the read refreshed the snapshot"
+    );
+    assert_isolated(&stack, 1..=7, contractors).await;
+    stack.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn before_v0_56_every_write_reads_the_whole_graph() {
+    let mut stack = Stack::start_with(StackOptions {
+        emulator_args: vec!["--metabase-version".into(), "v0.55.4".into()],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.spawn_worker().await;
+    provision(&stack, 1..=2).await;
+    let contractors = grant_contractors_the_shared_collection(&stack).await;
+    provision(&stack, 3..=4).await;
+    assert_eq!(
+        whole_graph_reads(&stack).await,
+        4 + 1,
+        "one read per tenant (plus the administrator's)"
+    );
+    assert_isolated(&stack, 1..=4, contractors).await;
+    stack.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metabase_whose_new_collections_keep_the_revision_is_caught() {
+    let mut stack = Stack::start_with(StackOptions {
+        emulator_args: vec!["--silent-collection-copies".into()],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.spawn_worker().await;
+    provision(&stack, 1..=2).await;
+    let contractors = grant_contractors_the_shared_collection(&stack).await;
+    provision(&stack, 3..=5).await;
+    assert_isolated(&stack, 1..=5, contractors).await;
+    assert!(
+        stack
+            .worker_log(0)
+            .contains("did not bump the collection-graph revision"),
+        "the worker says why it stopped trusting its snapshot"
+    );
+    let before = whole_graph_reads(&stack).await;
+    provision(&stack, 6..=6).await;
+    assert_eq!(
+        whole_graph_reads(&stack).await,
+        before + 1,
+        "from then on each write reads the graph"
+    );
+    stack.teardown().await;
+}
