@@ -5,7 +5,9 @@
 //! tenants, starts one real `mbprov worker` (the binary cargo built with this bench, in
 //! `target/release/mbprov`; `MBPROV_BENCH_BIN` points elsewhere), publishes M `tenant.created`
 //! jobs with publisher confirms, waits for their `P:done:<id>` keys in Redis, then reads the
-//! emulator's counters and the worker's peak RSS. Only 127.0.0.1 is contacted; every scenario
+//! emulator's counters and the worker's peak RSS. One tenant is provisioned before the measured
+//! wave and reported apart: the first write on an instance reads the whole collection graph to
+//! start the collection writer's snapshot, once per instance rather than per tenant. Only 127.0.0.1 is contacted; every scenario
 //! removes its queues, exchanges and Redis keys.
 //!
 //! Settings (environment, or the flag in brackets):
@@ -243,6 +245,24 @@ async fn measure(
         .await?;
 
     let run = stack.prefix.clone();
+    // The first tenant on an instance mbprov has not written to yet reads the whole collection
+    // graph once to start its snapshot: a cost per instance (and per change made outside
+    // mbprov), not per tenant, so it is measured and reported on its own.
+    let first = tenant_created(&run, 0);
+    stack.publish(&first).await?;
+    let first_id = first["id"].as_str().unwrap_or_default().to_string();
+    let first_started = Instant::now();
+    while stack.done_count(std::slice::from_ref(&first_id)).await? < 1 {
+        if first_started.elapsed() > timeout {
+            return Err("the first tenant was not done in time".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first_contact = stack.control("GET", "/_emulator/stats", None).await?;
+    stack
+        .control("POST", "/_emulator/reset-stats", None)
+        .await?;
+
     let jobs: Vec<_> = (1..=s.new).map(|n| tenant_created(&run, n)).collect();
     let ids: Vec<String> = jobs
         .iter()
@@ -285,7 +305,7 @@ async fn measure(
             .filter(|g| {
                 g["name"]
                     .as_str()
-                    .is_some_and(|n| n.starts_with("Tenant: bench-"))
+                    .is_some_and(|n| n.starts_with("Tenant: bench-") && n != "Tenant: bench-0")
             })
             .count() as u64
     });
@@ -303,6 +323,7 @@ async fn measure(
         dead,
         verified,
         startup_requests: startup["requests_total"].as_u64().unwrap_or(0),
+        first_contact,
         seconds: finished.as_secs_f64(),
         peak_rss_kib,
         stats,

@@ -38,6 +38,10 @@ use crate::store::JobStore;
 const MAX_CONFLICTS: u32 = 8;
 /// Most changes merged into one write.
 const MAX_BATCH: usize = 64;
+/// How long the collection writer trusts a snapshot started from one whole read. Every use is
+/// fenced by the revision; this bounds what Metabase's own non-atomic read (cells, then
+/// revision) could get wrong, at the price of one whole read per period.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -593,7 +597,11 @@ impl SnapshotCache {
             return cache;
         }
         let keys = rows_needed(ops, creations.iter().map(|c| parent_key(&c.new)));
-        match core.store.load_snapshot(keys.as_ref()).await {
+        match core
+            .store
+            .load_snapshot(keys.as_ref(), SNAPSHOT_MAX_AGE)
+            .await
+        {
             Ok(known) => {
                 cache.stored = known.as_ref().map(|k| k.revision);
                 cache.known = known;

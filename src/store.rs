@@ -8,8 +8,9 @@
 //! - `P:lock:entity:<name>`  a short lock around one entity (a group, a user)
 //! - `P:lock:graph:<graph>`  the lock around writes of a permission graph (CONTRACT.md section 6)
 //! - `P:graph:data:revision` the data-graph revision the last mbprov write left
-//! - `P:graph:collection:rows` the collection graph as of one revision, a hash: `revision`, and
-//!   one field per collection (`root` or its id) holding that collection's cells as JSON
+//! - `P:graph:collection:rows` the collection graph as of one revision, a hash: `revision`,
+//!   `taken_at` (Unix seconds of the whole read it started from), and one field per collection
+//!   (`root` or its id) holding that collection's cells as JSON
 
 use std::time::Duration;
 
@@ -172,10 +173,12 @@ impl JobStore {
     }
 
     /// The stored collection-graph snapshot, with only the rows in `keys` (`None`: all rows);
-    /// `None` when there is none (or it cannot be read back, which is the same to a writer).
+    /// `None` when there is none, when its whole read is older than `max_age`, or when it
+    /// cannot be read back (all the same to a writer: it reads the whole graph).
     pub async fn load_snapshot(
         &self,
         keys: Option<&std::collections::BTreeSet<CollectionKey>>,
+        max_age: Duration,
     ) -> Result<Option<Snapshot>, StoreError> {
         let mut conn = self.conn.clone();
         let key = self.snapshot_key();
@@ -185,7 +188,7 @@ impl JobStore {
                 .await
                 .map_err(command("read the graph snapshot"))?,
             Some(keys) => {
-                let mut names = vec!["revision".to_string()];
+                let mut names = vec!["revision".to_string(), "taken_at".to_string()];
                 names.extend(keys.iter().map(ToString::to_string));
                 let values: Vec<Option<String>> = redis::cmd("HMGET")
                     .arg(&key)
@@ -200,7 +203,10 @@ impl JobStore {
                     .collect()
             }
         };
-        Ok(parse_snapshot(fields))
+        Ok(parse_snapshot(
+            fields,
+            unix_now().saturating_sub(max_age.as_secs()),
+        ))
     }
 
     /// Stores `next` in place of the snapshot at revision `base` (only the `changed` rows are
@@ -230,7 +236,11 @@ impl JobStore {
         let mut conn = self.conn.clone();
         let key = self.snapshot_key();
         let mut hset = redis::cmd("HSET");
-        hset.arg(&key).arg("revision").arg(snapshot.revision);
+        hset.arg(&key)
+            .arg("revision")
+            .arg(snapshot.revision)
+            .arg("taken_at")
+            .arg(unix_now());
         for (collection, row) in &snapshot.rows {
             if !row.is_empty() {
                 hset.arg(collection.to_string()).arg(row_value(Some(row)));
@@ -295,17 +305,30 @@ fn row_value(row: Option<&Row>) -> String {
     }
 }
 
-fn parse_snapshot(fields: Vec<(String, String)>) -> Option<Snapshot> {
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The snapshot in `fields`, if it is whole and its read was taken at or after `not_before`.
+fn parse_snapshot(fields: Vec<(String, String)>, not_before: u64) -> Option<Snapshot> {
     let mut snapshot = Snapshot::default();
     let mut revision = None;
+    let mut taken_at: Option<u64> = None;
     for (name, value) in fields {
         if name == "revision" {
             revision = Some(value.parse().ok()?);
+        } else if name == "taken_at" {
+            taken_at = Some(value.parse().ok()?);
         } else {
             let key: CollectionKey = name.parse().ok()?;
             let row: Row = serde_json::from_str(&value).ok()?;
             snapshot.rows.insert(key, row);
         }
+    }
+    if taken_at? < not_before {
+        return None;
     }
     snapshot.revision = revision?;
     Some(snapshot)

@@ -144,18 +144,18 @@ async fn the_collection_snapshot_moves_only_from_the_revision_it_is_at() {
     use std::collections::BTreeSet;
 
     let store = store().await;
-    assert_eq!(store.load_snapshot(None).await.unwrap(), None);
+    assert_eq!(store.load_snapshot(None, MAX_AGE).await.unwrap(), None);
     let whole = snapshot(serde_json::json!({"revision": 4, "groups": {
         "1": {"root": "write", "2": "read"}, "2": {"root": "write", "2": "write"}}}));
     store.replace_snapshot(&whole).await.unwrap();
     assert_eq!(
-        store.load_snapshot(None).await.unwrap(),
+        store.load_snapshot(None, MAX_AGE).await.unwrap(),
         Some(whole.clone())
     );
 
     // Only the asked-for rows come back; a row with no cells is simply empty.
     let some = store
-        .load_snapshot(Some(&BTreeSet::from([Id(2), Id(9)])))
+        .load_snapshot(Some(&BTreeSet::from([Id(2), Id(9)])), MAX_AGE)
         .await
         .unwrap()
         .unwrap();
@@ -185,7 +185,7 @@ async fn the_collection_snapshot_moves_only_from_the_revision_it_is_at() {
             .unwrap()
     );
 
-    let stored = store.load_snapshot(None).await.unwrap().unwrap();
+    let stored = store.load_snapshot(None, MAX_AGE).await.unwrap().unwrap();
     assert_eq!(stored.revision, 6);
     assert_eq!(
         serde_json::to_value(stored.graph().groups).unwrap(),
@@ -193,6 +193,22 @@ async fn the_collection_snapshot_moves_only_from_the_revision_it_is_at() {
     );
     assert!(stored.rows.contains_key(&Root));
 
+    // A snapshot older than the age a writer trusts is none at all.
+    let mut conn = store.connection();
+    let key = format!("{}:graph:collection:rows", store.prefix());
+    let taken_at: u64 = conn.hget(&key, "taken_at").await.unwrap();
+    let _: () = conn.hset(&key, "taken_at", taken_at - 3_600).await.unwrap();
+    assert_eq!(store.load_snapshot(None, MAX_AGE).await.unwrap(), None);
+    assert!(
+        store
+            .load_snapshot(None, Duration::from_secs(7_200))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
     store.forget_snapshot().await.unwrap();
-    assert_eq!(store.load_snapshot(None).await.unwrap(), None);
+    assert_eq!(store.load_snapshot(None, MAX_AGE).await.unwrap(), None);
 }
+
+const MAX_AGE: Duration = Duration::from_secs(600);
