@@ -91,13 +91,15 @@ async fn assert_isolated(stack: &Stack, tenants: std::ops::RangeInclusive<u32>, 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
     let mut stack = Stack::start().await;
+    // Two replicas take turns (whoever gets the delivery): they share the snapshot in Redis.
+    stack.spawn_worker().await;
     stack.spawn_worker().await;
 
     provision(&stack, 1..=4).await;
     assert_eq!(
         whole_graph_reads(&stack).await,
         1,
-        "after the first tenant the snapshot in Redis stands in for the graph"
+        "after the first tenant the snapshot in Redis stands in for the graph, for both replicas"
     );
     let snapshot = format!("{}:graph:collection:rows", stack.prefix);
     assert!(support::redis_exists(&snapshot).await);
@@ -120,6 +122,12 @@ async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
         "the read refreshed the snapshot"
     );
     assert_isolated(&stack, 1..=7, contractors).await;
+    for w in 0..2 {
+        assert!(
+            stack.worker_log(w).contains("collection graph written"),
+            "replica {w} wrote too (the broker hands deliveries out in turn)"
+        );
+    }
     stack.teardown().await;
 }
 
