@@ -15,12 +15,6 @@ async fn send(stack: &Stack, method: Method, path: &str, body: Value) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-async fn id_of(stack: &Stack, path: &str, body: Value) -> i64 {
-    send(stack, Method::POST, path, body).await["id"]
-        .as_i64()
-        .unwrap()
-}
-
 async fn put_data(stack: &Stack, groups: Value) {
     let revision = stack.emu_get("/api/permissions/graph").await["revision"].clone();
     let body = json!({"revision": revision, "groups": groups});
@@ -74,25 +68,25 @@ async fn isolated_tenants(stack: &Stack) -> Tenants {
     let mut users = [0; 2];
     for i in 0..2 {
         let n = i + 1;
-        groups[i] = id_of(
-            stack,
-            "/api/permissions/group",
-            json!({"name": format!("Tenant: {n}")}),
-        )
-        .await;
-        collections[i] = id_of(
-            stack,
-            "/api/collection",
-            json!({"name": format!("Acme {n} Dashboards"), "parent_id": 2}),
-        )
-        .await;
-        users[i] = id_of(
-            stack,
-            "/api/user",
-            json!({"email": format!("t{n}@acme.test"), "first_name": "T", "last_name": "U",
+        groups[i] = stack
+            .emu_create(
+                "/api/permissions/group",
+                json!({"name": format!("Tenant: {n}")}),
+            )
+            .await;
+        collections[i] = stack
+            .emu_create(
+                "/api/collection",
+                json!({"name": format!("Acme {n} Dashboards"), "parent_id": 2}),
+            )
+            .await;
+        users[i] = stack
+            .emu_create(
+                "/api/user",
+                json!({"email": format!("t{n}@acme.test"), "first_name": "T", "last_name": "U",
                    "user_group_memberships": [{"id": 1}, {"id": groups[i]}]}),
-        )
-        .await;
+            )
+            .await;
     }
     let [g1, g2] = groups.map(|g| g.to_string());
     let query = json!({"view-data": "unrestricted", "create-queries": "query-builder"});

@@ -28,17 +28,8 @@ async fn provision(stack: &Stack, tenants: std::ops::RangeInclusive<u32>) {
 /// An administrator in the UI: a new group, granted `read` on the shared collection 2.
 async fn grant_contractors_the_shared_collection(stack: &Stack) -> i64 {
     let group = stack
-        .emu_send(
-            Method::POST,
-            "/api/permissions/group",
-            json!({"name": "Contractors"}),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
+        .emu_create("/api/permissions/group", json!({"name": "Contractors"}))
+        .await;
     // The administrator's read counts among the emulator's whole-graph reads too.
     let revision = stack.emu_get("/api/collection/graph").await["revision"].clone();
     let answer = stack

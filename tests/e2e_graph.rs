@@ -64,17 +64,8 @@ async fn concurrent_workers_and_another_writer_lose_nothing() {
         stack.spawn_worker().await;
     }
     let human = stack
-        .emu_send(
-            Method::POST,
-            "/api/permissions/group",
-            json!({"name": "Human Editors"}),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
+        .emu_create("/api/permissions/group", json!({"name": "Human Editors"}))
+        .await;
     let stop = Arc::new(AtomicBool::new(false));
     let last: LastWrite = Arc::default();
     let stack = Arc::new(stack);

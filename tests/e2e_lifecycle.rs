@@ -217,16 +217,8 @@ async fn plan_shows_drift_apply_removes_it_and_unnamed_groups_stay_untouched() {
     let doc = format!("{}/examples/permissions.yaml", env!("CARGO_MANIFEST_DIR"));
     // A group the document does not name, with access of its own.
     let other = stack
-        .emu_send(
-            Method::POST,
-            "/api/permissions/group",
-            json!({"name": "Bystanders"}),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .clone();
+        .emu_create("/api/permissions/group", json!({"name": "Bystanders"}))
+        .await;
     let before = stack.state().await;
 
     let plan = stack.run(&["plan", "-f", &doc]).await;

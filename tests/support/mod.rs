@@ -346,6 +346,19 @@ impl Stack {
             .expect("emulator")
     }
 
+    /// `POST path` to the emulator as an administrator would; the new object's id.
+    pub async fn emu_create(&self, path: &str, body: Value) -> i64 {
+        let answer = self.emu_send(reqwest::Method::POST, path, body).await;
+        assert!(
+            answer.status().is_success(),
+            "POST {path}: {}",
+            answer.status()
+        );
+        answer.json::<Value>().await.expect("emulator json")["id"]
+            .as_i64()
+            .expect("an id")
+    }
+
     pub async fn state(&self) -> Value {
         self.emu_get("/_emulator/state").await
     }
