@@ -227,6 +227,10 @@ trait Kind: Send + 'static {
     type Output: Send + 'static;
     const NAME: &'static str;
     fn output(change: &Self::Change) -> Self::Output;
+    /// The output of a change that took effect even though the write carrying it failed.
+    fn settled(_change: &Self::Change) -> Option<Self::Output> {
+        None
+    }
     fn write<'a>(
         &'a self,
         core: &'a Core,
@@ -298,15 +302,21 @@ async fn write_split<K: Kind>(
                     *slot = Some(Ok(K::output(change)));
                 }
             }
-            Err(e) if hi - lo == 1 => results[lo] = Some(Err(e)),
             Err(e) => {
-                // Every job of a merged write that failed as a whole gets the same error.
+                // Every job of a merged write that failed as a whole gets the same error, but
+                // for changes that took effect before the failure (a collection created).
                 let (class, message) = (e.class(), e.to_string());
-                for slot in &mut results[lo..hi] {
-                    *slot = Some(Err(WriteError::Batch {
-                        class,
-                        message: message.clone(),
-                    }));
+                let mut error = Some(e);
+                let single = hi - lo == 1;
+                for (slot, change) in results[lo..hi].iter_mut().zip(&changes[lo..hi]) {
+                    *slot = Some(match K::settled(change) {
+                        Some(output) => Ok(output),
+                        None if single => Err(error.take().unwrap_or(WriteError::Stopped)),
+                        None => Err(WriteError::Batch {
+                            class,
+                            message: message.clone(),
+                        }),
+                    });
                 }
             }
         }
@@ -430,6 +440,14 @@ impl Kind for CollectionKind {
     fn output(change: &CollectionWork) -> Option<i64> {
         match change {
             CollectionWork::Create(c) => c.created.get().copied(),
+            CollectionWork::Ops(_) => None,
+        }
+    }
+
+    /// A collection Metabase created is there whatever became of the rest of the write.
+    fn settled(change: &CollectionWork) -> Option<Option<i64>> {
+        match change {
+            CollectionWork::Create(c) => c.created.get().map(|id| Some(*id)),
             CollectionWork::Ops(_) => None,
         }
     }
