@@ -126,6 +126,7 @@ pub struct GraphWriter {
     collections: mpsc::Sender<Pending<CollectionWork, Option<i64>>>,
     /// Data-graph batches formed so far (each then goes to Metabase as one write).
     data_batches: Arc<AtomicU64>,
+    collection_batches: Arc<AtomicU64>,
 }
 
 impl GraphWriter {
@@ -142,12 +143,19 @@ impl GraphWriter {
             snapshots: Arc::new(AtomicBool::new(snapshots)),
         };
         let data_batches = Arc::new(AtomicU64::new(0));
+        let collection_batches = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(core.clone(), data_rx, DataKind, data_batches.clone()));
-        tokio::spawn(run(core, coll_rx, CollectionKind, Arc::default()));
+        tokio::spawn(run(
+            core,
+            coll_rx,
+            CollectionKind,
+            collection_batches.clone(),
+        ));
         GraphWriter {
             data: data_tx,
             collections: coll_tx,
             data_batches,
+            collection_batches,
         }
     }
 
@@ -169,6 +177,16 @@ impl GraphWriter {
     /// instead of sleeping.
     pub fn data_batches(&self) -> u64 {
         self.data_batches.load(Ordering::SeqCst)
+    }
+
+    /// Collection-graph work handed over but not yet taken into a batch.
+    pub fn collection_backlog(&self) -> usize {
+        self.collections.max_capacity() - self.collections.capacity()
+    }
+
+    /// Collection-graph batches formed so far.
+    pub fn collection_batches(&self) -> u64 {
+        self.collection_batches.load(Ordering::SeqCst)
     }
 
     /// Applies collection-graph operations; returns once Metabase holds them.

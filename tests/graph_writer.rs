@@ -7,7 +7,7 @@ use std::time::Duration;
 use mbprov::emulator::{EmulatorOptions, spawn};
 use mbprov::error::{Classify, ErrorClass};
 use mbprov::graph::access::db_perms;
-use mbprov::graph::{DataAccess, DataChange, Features};
+use mbprov::graph::{CollectionOp, DataAccess, DataChange, Features};
 use mbprov::graph_writer::{GraphWriter, WriterConfig};
 use mbprov::metabase::models::*;
 use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
@@ -191,5 +191,93 @@ async fn a_refused_change_fails_alone_and_the_rest_of_its_batch_is_written() {
     assert_eq!(
         slice.groups[&Id(good)][&Id(1)].create_queries,
         Some(Granular::All(CreateQueries::QueryBuilder))
+    );
+}
+
+async fn control(url: &str, path: &str, body: Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .header("x-api-key", KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{path}: {}", answer.status());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_created_before_its_batch_failed_is_answered_not_made_again() {
+    let s = setup().await;
+    let g = s.mb.create_group("Tenant: late").await.unwrap().id;
+    let set = move |collection| {
+        vec![CollectionOp::Set {
+            group: g,
+            collection,
+            access: CollectionAccess::Read,
+        }]
+    };
+    // Hold the lock while a first write occupies the writer, so the next two form one batch.
+    let guard = s
+        .store
+        .graph_lock("collection", Duration::from_secs(5))
+        .acquire(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let w = s.writer.clone();
+    let head = tokio::spawn(async move { w.write_collections(set(CollectionKey::Root)).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.writer.collection_batches() != 1 {
+        assert!(std::time::Instant::now() < deadline, "no first batch");
+        tokio::task::yield_now().await;
+    }
+    let w = s.writer.clone();
+    let create = tokio::spawn(async move {
+        w.create_collection(NewCollection {
+            name: "Late Dashboards".into(),
+            description: None,
+            parent_id: Some(2),
+        })
+        .await
+    });
+    let w = s.writer.clone();
+    let ops = tokio::spawn(async move { w.write_collections(set(CollectionKey::Id(2))).await });
+    while s.writer.collection_backlog() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog never reached 2"
+        );
+        tokio::task::yield_now().await;
+    }
+    // Every collection-graph write from now on conflicts: the batch fails as a whole, after
+    // its collection was created.
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"fail": {"method": "PUT", "path": "/api/collection/graph", "status": 409}}),
+    )
+    .await;
+    guard.release().await.unwrap();
+    assert!(head.await.unwrap().is_err(), "the head write conflicts too");
+    let failed = ops.await.unwrap().unwrap_err();
+    assert_eq!(failed.class(), ErrorClass::Transient, "{failed}");
+    let id = create
+        .await
+        .unwrap()
+        .expect("the creation is answered although its batch failed");
+    assert_eq!(s.writer.collection_batches(), 2, "one batch carried both");
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"fail": null}),
+    )
+    .await;
+    let made = s.mb.child_collections(2).await.unwrap();
+    assert_eq!(
+        made.iter()
+            .filter(|c| c.name == "Late Dashboards")
+            .map(|c| c.id)
+            .collect::<Vec<_>>(),
+        vec![CollectionKey::Id(id)],
+        "made once"
     );
 }

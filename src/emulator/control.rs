@@ -4,8 +4,9 @@
 //! - `GET /_emulator/stats`: [`crate::emulator::stats::StatsSnapshot`]; `POST /_emulator/reset-stats`.
 //! - `GET /_emulator/requests`: the last 10,000 `/api` requests
 //!   `[{"method","path","query","status"}]`, oldest first.
-//! - `POST /_emulator/faults` `{"latency_ms"?, "error_rate"?, "outage"?}`: answers the settings
-//!   now in force `{"latency_ms","error_rate","outage","initializing"}`.
+//! - `POST /_emulator/faults` `{"latency_ms"?, "error_rate"?, "outage"?, "fail"?}`: answers the
+//!   settings now in force `{"latency_ms","error_rate","outage","initializing","fail"}`. `fail` is
+//!   `{"method","path","status"}` (that one route answers `status`) or `null` to clear it.
 //! - `POST /_emulator/seed` `{"tenants": N}`: answers `{"tenants": [{"index","group_id",
 //!   "user_id","collection_id"}], "data_revision", "collection_revision"}`.
 
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::App;
 use super::error::{ApiError, ApiResult};
+use super::faults::RouteFault;
 use super::routes::json_body;
 use super::state::State as Db;
 
@@ -94,6 +96,16 @@ async fn faults(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {
     }
     if let Some(on) = body.get("outage").and_then(Value::as_bool) {
         app.faults.set_outage(on);
+    }
+    match body.get("fail") {
+        None => {}
+        Some(Value::Null) => app.faults.set_failing(None),
+        Some(fail) => {
+            let fail: RouteFault = serde_json::from_value(fail.clone()).map_err(|e| {
+                ApiError::bad_request(format!("fail must be {{method, path, status}}: {e}"))
+            })?;
+            app.faults.set_failing(Some(fail));
+        }
     }
     Ok(Json(json!(app.faults.settings())))
 }

@@ -1,5 +1,6 @@
 //! Injected faults, so clients can be tested against a slow, flaky, down or starting Metabase.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,18 @@ pub struct Faults {
     ready_at: Instant,
     /// An outage scheduled from the command line: every /api route answers 503 in `[from, to)`.
     window: Option<(Instant, Instant)>,
+    /// One route that fails with a fixed status, to reach a client's paths that only a
+    /// particular failure at a particular step takes.
+    failing: Mutex<Option<RouteFault>>,
+}
+
+/// `{"method": "PUT", "path": "/api/collection/graph", "status": 409}`: that route answers
+/// `status` (before doing anything) until cleared.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RouteFault {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
 }
 
 /// A snapshot of the fault settings, as `/_emulator/faults` reports them.
@@ -32,6 +45,7 @@ pub struct FaultSettings {
     pub error_rate: f64,
     pub outage: bool,
     pub initializing: bool,
+    pub fail: Option<RouteFault>,
 }
 
 impl Faults {
@@ -42,6 +56,7 @@ impl Faults {
             outage: AtomicBool::new(false),
             ready_at: Instant::now() + init_delay,
             window: None,
+            failing: Mutex::new(None),
         }
     }
 
@@ -64,6 +79,16 @@ impl Faults {
         self.outage.store(on, Ordering::Relaxed);
     }
 
+    pub fn set_failing(&self, fault: Option<RouteFault>) {
+        if let Ok(mut failing) = self.failing.lock() {
+            *failing = fault;
+        }
+    }
+
+    fn failing(&self) -> Option<RouteFault> {
+        self.failing.lock().ok().and_then(|f| f.clone())
+    }
+
     pub fn settings(&self) -> FaultSettings {
         FaultSettings {
             latency_ms: self.latency_ms.load(Ordering::Relaxed),
@@ -73,6 +98,7 @@ impl Faults {
                     .window
                     .is_some_and(|(from, to)| (from..to).contains(&Instant::now())),
             initializing: Instant::now() < self.ready_at,
+            fail: self.failing(),
         }
     }
 }
@@ -99,6 +125,13 @@ pub async fn inject(State(app): State<App>, req: Request, next: Next) -> Respons
     }
     if f.error_rate > 0.0 && rand::random::<f64>() < f.error_rate {
         return unavailable("Service Unavailable (emulated error)");
+    }
+    if let Some(fail) = &f.fail
+        && fail.method.eq_ignore_ascii_case(req.method().as_str())
+        && fail.path == req.uri().path()
+    {
+        let status = StatusCode::from_u16(fail.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return ApiError::plain(status, "Emulated failure").into_response();
     }
     if f.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
