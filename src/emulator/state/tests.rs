@@ -19,6 +19,15 @@ fn new_group(s: &mut State, name: &str) -> i64 {
     s.create_group(name).unwrap()
 }
 
+fn new_collection(s: &mut State, name: &str, parent_id: Option<i64>) -> i64 {
+    s.create_collection(NewCollectionInput {
+        name: name.into(),
+        description: None,
+        parent_id,
+    })
+    .unwrap()
+}
+
 fn put(s: &mut State, groups: Value) -> Result<i64, crate::emulator::error::ApiError> {
     let body = json!({"revision": s.data_revision, "groups": groups});
     s.put_data_graph(&body, false).map(|o| o.revision)
@@ -251,24 +260,12 @@ fn new_collections_copy_their_parents_cells_and_bump_the_revision() {
     let g = new_group(&mut s, "Readers");
     let body = json!({"revision": 1, "groups": {g.to_string(): {"2": "read"}}});
     assert_eq!(s.put_collection_graph(&body, false), Ok(2));
-    let child = s
-        .create_collection(NewCollectionInput {
-            name: "Child".into(),
-            description: None,
-            parent_id: Some(2),
-        })
-        .unwrap();
+    let child = new_collection(&mut s, "Child", Some(2));
     assert_eq!(s.collection_revision, 3);
     assert_eq!(s.collections[&child].location, "/2/");
     assert_eq!(coll_cell(&s, g, &child.to_string()), "read");
     assert_eq!(coll_cell(&s, 1, &child.to_string()), "write");
-    let top = s
-        .create_collection(NewCollectionInput {
-            name: "Top".into(),
-            description: None,
-            parent_id: None,
-        })
-        .unwrap();
+    let top = new_collection(&mut s, "Top", None);
     // Root: All Users has write there, the new group nothing.
     assert_eq!(coll_cell(&s, 1, &top.to_string()), "write");
     assert_eq!(coll_cell(&s, g, &top.to_string()), Value::Null);
@@ -277,13 +274,7 @@ fn new_collections_copy_their_parents_cells_and_bump_the_revision() {
 #[test]
 fn before_v0_56_a_new_collection_copies_cells_without_a_revision() {
     let mut s = State::new(Edition::for_version("v0.55.9", false), false);
-    let child = s
-        .create_collection(NewCollectionInput {
-            name: "Child".into(),
-            description: None,
-            parent_id: Some(2),
-        })
-        .unwrap();
+    let child = new_collection(&mut s, "Child", Some(2));
     assert_eq!(coll_cell(&s, 1, &child.to_string()), "write");
     assert_eq!(s.collection_revision, 1);
     assert!(Edition::for_version("v1.56.0", false).creation_bumps_collection_revision);
