@@ -169,3 +169,87 @@ async fn a_metabase_whose_new_collections_keep_the_revision_is_caught() {
     );
     stack.teardown().await;
 }
+
+/// While three replicas provision tenants under collection 2, an administrator keeps granting
+/// and revoking a group's access to collection 2 itself, which each new tenant collection copies
+/// at the moment it is created. However the two interleave, no tenant collection may end up
+/// readable by that group, and the administrator's last value must stand.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parent_changing_under_concurrent_provisioning_never_leaks_into_tenant_collections() {
+    let mut stack = Stack::start().await;
+    for _ in 0..3 {
+        stack.spawn_worker().await;
+    }
+    let flapping = stack
+        .emu_create("/api/permissions/group", json!({"name": "Flapping"}))
+        .await;
+    let stack = std::sync::Arc::new(stack);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let admin = {
+        let (stack, stop) = (stack.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut last, mut writes) = (None, 0u32);
+            for i in 0u32.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let access = if i.is_multiple_of(2) { "read" } else { "none" };
+                let revision = stack.emu_get("/api/collection/graph").await["revision"].clone();
+                let body = json!({"revision": revision,
+                                  "groups": {flapping.to_string(): {"2": access}}});
+                let answer = stack
+                    .emu_send(Method::PUT, "/api/collection/graph?skip_graph=true", body)
+                    .await;
+                if answer.status().is_success() {
+                    last = Some(access);
+                    writes += 1;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            (last, writes)
+        })
+    };
+    const TENANTS: u32 = 30;
+    stack
+        .publish(&(1..=TENANTS).map(tenant_created).collect::<Vec<_>>())
+        .await;
+    for n in 1..=TENANTS {
+        stack.wait_done(&format!("tenant-{n}-created")).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (last, writes) = admin.await.unwrap();
+    assert!(writes > 5, "the administrator wrote often ({writes})");
+
+    let state = stack.state().await;
+    let colls = &state["collection_graph"]["groups"];
+    assert_eq!(
+        colls[flapping.to_string()]["2"].as_str().unwrap_or("none"),
+        last.unwrap(),
+        "the administrator's last value stands"
+    );
+    let stack = std::sync::Arc::into_inner(stack).expect("sole owner");
+    // Only tenant groups and administrators on tenant collections (assert_isolated also wants
+    // a Contractors grant, which this test does not make).
+    for n in 1..=TENANTS {
+        let c = find(
+            &state["collections"],
+            "name",
+            &format!("Acme {n} Dashboards"),
+        );
+        assert_eq!(c.len(), 1, "one collection for tenant {n}");
+        let cid = c[0]["id"].as_i64().unwrap().to_string();
+        assert!(
+            colls[flapping.to_string()].get(&cid).is_none(),
+            "tenant {n}'s collection is not readable by the flapping group"
+        );
+        assert!(
+            colls["1"].get(&cid).is_none(),
+            "tenant {n}'s collection is not readable by All Users"
+        );
+    }
+    eprintln!(
+        "collection conflicts: {}",
+        stack.stats().await["conflicts"]["collection"]
+    );
+    stack.teardown().await;
+}
