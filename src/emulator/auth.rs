@@ -1,7 +1,8 @@
 //! Who is calling: the configured key, a key made with `POST /api/api-key`, or a session.
 //! Anything else gets Metabase's plain-text `401 Unauthenticated`.
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -41,6 +42,23 @@ impl Caller {
         } else {
             Err(ApiError::forbidden())
         }
+    }
+}
+
+/// A handler argument that admits only superusers (most of Metabase's endpoints the emulator
+/// has), answering 403 to anyone else before the handler runs.
+pub struct Superuser;
+
+impl<S: Send + Sync> FromRequestParts<S> for Superuser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .ok_or_else(|| ApiError::plain(StatusCode::UNAUTHORIZED, text::UNAUTHENTICATED))?;
+        caller.require_superuser()?;
+        Ok(Superuser)
     }
 }
 

@@ -1,6 +1,5 @@
 //! `/api/collection` and `/api/collection/graph` (metabase-api.md §3, §4).
 
-use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -8,9 +7,9 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::data_graph::skip_graph;
-use super::{Params, json_body, opt_string, path_id, present};
+use super::{IdPath, Params, json_body, opt_string, path_id, present};
 use crate::emulator::App;
-use crate::emulator::auth::Caller;
+use crate::emulator::auth::Superuser;
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::state::{CollectionPatch, NewCollectionInput, State as Db};
 use crate::emulator::stats::Graph;
@@ -33,21 +32,16 @@ fn collection_json(c: &Collection) -> ApiResult<Value> {
     Ok(v)
 }
 
-pub async fn get_graph(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
+pub async fn get_graph(State(app): State<App>, _: Superuser) -> ApiResult<Json<Value>> {
     to_json(&app.state.lock().await.render_collection_graph()).map(Json)
 }
 
 pub async fn put_graph(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: Superuser,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
     let p = Params::parse(query.as_deref());
     let body = json_body(&body)?;
     let force = p.flag("force");
@@ -65,10 +59,9 @@ pub async fn put_graph(
 /// Root first, then every collection (admins see personal ones too); archived only on request.
 pub async fn list(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: Superuser,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
     let p = Params::parse(query.as_deref());
     let archived = p.flag("archived");
     let db = app.state.lock().await;
@@ -98,10 +91,9 @@ fn collection_id(raw: &str) -> ApiResult<Option<i64>> {
 
 pub async fn get_one(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: Superuser,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
     let db = app.state.lock().await;
     match collection_id(&raw)? {
         None => to_json(&Db::root_collection_model()).map(Json),
@@ -115,10 +107,9 @@ pub async fn get_one(
 /// Only `models=collection` is emulated: child collections, as `{"data", "total"}`.
 pub async fn items(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: Superuser,
     Path(raw): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
     let parent = collection_id(&raw)?;
     let db = app.state.lock().await;
     if let Some(id) = parent
@@ -148,12 +139,7 @@ pub async fn items(
     ))
 }
 
-pub async fn create(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
+pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     let input = NewCollectionInput {
         name: opt_string(&body, "name")?
@@ -169,12 +155,10 @@ pub async fn create(
 
 pub async fn update(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     let body = json_body(&body)?;
     let patch = CollectionPatch {
         name: opt_string(&body, "name")?,

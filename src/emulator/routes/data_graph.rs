@@ -1,15 +1,14 @@
 //! `/api/permissions/graph` (metabase-api.md §5, §6).
 
-use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Params, json_body, path_id};
+use super::{IdPath, Params, json_body};
 use crate::emulator::App;
-use crate::emulator::auth::Caller;
+use crate::emulator::auth::Superuser;
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::stats::Graph;
 
@@ -19,21 +18,15 @@ fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Json<Value>> {
         .map_err(|e| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-pub async fn get_all(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
+pub async fn get_all(State(app): State<App>, _: Superuser) -> ApiResult<Json<Value>> {
     to_json(&app.state.lock().await.render_data_graph(None, None))
 }
 
 pub async fn get_group(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     let db = app.state.lock().await;
     if !db.groups.contains_key(&id) {
         return Err(ApiError::not_found());
@@ -43,11 +36,9 @@ pub async fn get_group(
 
 pub async fn get_db(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     let db = app.state.lock().await;
     if db.catalog.database(id).is_none() {
         return Err(ApiError::not_found());
@@ -62,11 +53,10 @@ pub fn skip_graph(p: &Params) -> bool {
 
 pub async fn put(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: Superuser,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
     let p = Params::parse(query.as_deref());
     let body = json_body(&body)?;
     let force = p.flag("force") || body.get("force").and_then(Value::as_bool) == Some(true);

@@ -2,16 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{json_body, no_content, path_id};
+use super::{IdPath, json_body, no_content};
 use crate::emulator::App;
-use crate::emulator::auth::Caller;
+use crate::emulator::auth::Superuser;
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::state::{GroupRec, State as Db};
 
@@ -38,11 +37,7 @@ fn name_of(body: &Value) -> ApiResult<String> {
 }
 
 /// Ordered by lower(name), each with `member_count`.
-pub async fn list(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
+pub async fn list(State(app): State<App>, _: Superuser) -> ApiResult<Json<Value>> {
     let db = app.state.lock().await;
     let mut groups: Vec<&GroupRec> = db.groups.values().collect();
     groups.sort_by_key(|g| (g.name.to_lowercase(), g.id));
@@ -68,20 +63,13 @@ fn group_with_members(db: &Db, id: i64) -> ApiResult<Json<Value>> {
 
 pub async fn get_one(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     group_with_members(&*app.state.lock().await, id)
 }
 
-pub async fn create(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
+pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiResult<Json<Value>> {
     let name = name_of(&json_body(&body)?)?;
     let mut db = app.state.lock().await;
     let id = db.create_group(&name)?;
@@ -91,12 +79,10 @@ pub async fn create(
 
 pub async fn rename(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     let name = name_of(&json_body(&body)?)?;
     let mut db = app.state.lock().await;
     db.rename_group(id, &name)?;
@@ -106,21 +92,15 @@ pub async fn rename(
 
 pub async fn remove(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
 ) -> ApiResult<Response> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     app.state.lock().await.delete_group(id)?;
     Ok(no_content())
 }
 
 /// `{"<user_id>": [{membership_id, group_id, user_id, is_group_manager}]}`.
-pub async fn memberships(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
+pub async fn memberships(State(app): State<App>, _: Superuser) -> ApiResult<Json<Value>> {
     let db = app.state.lock().await;
     let mut out: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
     for m in db.memberships.values() {
@@ -141,10 +121,9 @@ pub async fn memberships(
 /// Answers every member of the group, as Metabase does.
 pub async fn add_member(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: Superuser,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
     let body = json_body(&body)?;
     let int = |k: &str| {
         body.get(k)
@@ -160,22 +139,18 @@ pub async fn add_member(
 
 pub async fn remove_member(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
 ) -> ApiResult<Response> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     app.state.lock().await.remove_member(id)?;
     Ok(no_content())
 }
 
 pub async fn clear(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
 ) -> ApiResult<Response> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     app.state.lock().await.clear_group(id)?;
     Ok(no_content())
 }

@@ -160,6 +160,24 @@ impl Params {
 }
 
 /// A path id Metabase would accept (`ms/PositiveInt`).
+/// The `{id}` of a route, a positive integer (Metabase's 400 otherwise).
+pub struct IdPath(pub i64);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found())?;
+        path_id(&raw).map(IdPath)
+    }
+}
+
 pub fn path_id(raw: &str) -> ApiResult<i64> {
     raw.parse::<i64>()
         .ok()

@@ -3,12 +3,12 @@
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::{Params, json_body, no_content, path_id};
+use super::{IdPath, Params, json_body, no_content};
 use crate::emulator::App;
 use crate::emulator::auth::Caller;
 use crate::emulator::error::{ApiError, ApiResult, text};
@@ -50,10 +50,9 @@ pub async fn list(
 pub async fn get_one(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
     check(&app, &caller)?;
-    let id = path_id(&raw)?;
     let db = app.state.lock().await;
     let s = db.sandboxes.get(&id).ok_or_else(ApiError::not_found)?;
     to_json(&s.to_model())
@@ -73,10 +72,9 @@ pub async fn create(
 pub async fn remove(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    IdPath(id): IdPath,
 ) -> ApiResult<Response> {
     check(&app, &caller)?;
-    let id = path_id(&raw)?;
     let mut db = app.state.lock().await;
     db.sandboxes.remove(&id).ok_or_else(ApiError::not_found)?;
     Ok(no_content())

@@ -1,6 +1,5 @@
 //! Health, public settings, first-run setup, login and API keys (metabase-api.md §8, §9, §12).
 
-use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -9,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::json_body;
 use crate::emulator::App;
-use crate::emulator::auth::Caller;
+use crate::emulator::auth::Superuser;
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::state::{ApiKeyRec, Sequences, now};
 
@@ -91,10 +90,9 @@ fn key_json(k: &ApiKeyRec, group_name: &str, unmasked: Option<&str>) -> Value {
 /// `POST /api/api-key` `{name, group_id}`: the only answer that shows the key.
 pub async fn create_key(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: Superuser,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
     let body = json_body(&body)?;
     let name = super::opt_string(&body, "name")?
         .ok_or_else(|| ApiError::schema("name", "value must be a non-blank string."))?;
@@ -136,11 +134,7 @@ pub async fn create_key(
 }
 
 /// `GET /api/api-key`: masked.
-pub async fn list_keys(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
+pub async fn list_keys(State(app): State<App>, _: Superuser) -> ApiResult<Json<Value>> {
     let state = app.state.lock().await;
     let keys = state
         .api_keys

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::path_id;
+use super::{IdPath, path_id};
 use crate::emulator::App;
 use crate::emulator::auth::Caller;
 use crate::emulator::error::{ApiError, ApiResult};
@@ -57,9 +57,8 @@ pub async fn databases(
 pub async fn database_metadata(
     State(app): State<App>,
     Extension(_caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
-    let id = path_id(&raw)?;
     let db = app.state.lock().await;
     let d = db.catalog.database(id).ok_or_else(ApiError::not_found)?;
     to_json(&d.to_model(true))

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use serde_json::{Value, json};
 
-use super::{Params, json_body, opt_string, path_id, present};
+use super::{IdPath, Params, json_body, opt_string, present};
 use crate::emulator::App;
-use crate::emulator::auth::Caller;
+use crate::emulator::auth::{Caller, Superuser};
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::state::{
     NewUserInput, State as Db, StatusFilter, UserListQuery, UserPatch, UserRec,
@@ -131,10 +131,9 @@ fn memberships(v: Option<&Value>) -> ApiResult<Option<Vec<i64>>> {
 
 pub async fn list(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    _: Superuser,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
     let p = Params::parse(query.as_deref());
     let status = match (p.get("status"), p.flag("include_deactivated")) {
         (Some("active"), _) => StatusFilter::Active,
@@ -207,9 +206,8 @@ pub async fn current(
 pub async fn get_one(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
-    let id = path_id(&raw)?;
     if !caller.is_superuser()
         && caller
             != (Caller::User {
@@ -223,12 +221,7 @@ pub async fn get_one(
     render(&db, id, Shape::Single)
 }
 
-pub async fn create(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
+pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     let email = match body.get("email") {
         Some(Value::String(s)) => s.clone(),
@@ -253,12 +246,10 @@ pub async fn create(
 
 pub async fn update(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     let body = json_body(&body)?;
     let nullable = |key: &str| -> ApiResult<Option<Option<String>>> {
         match present(&body, key) {
@@ -296,22 +287,18 @@ pub async fn update(
 
 pub async fn deactivate(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     app.state.lock().await.deactivate_user(id)?;
     Ok(Json(json!({"success": true})))
 }
 
 pub async fn reactivate(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Path(raw): Path<String>,
+    _: Superuser,
+    IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
-    caller.require_superuser()?;
-    let id = path_id(&raw)?;
     let mut db = app.state.lock().await;
     db.reactivate_user(id)?;
     render(&db, id, Shape::Plain)
