@@ -8,10 +8,11 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mbprov");
+mod support;
+
+const BIN: &str = support::BIN;
 const EMULATOR_KEY: &str = "mb_emulator_control_k3y";
 const PASSWORD: &str = "Sup3r-secret-passw0rd";
 /// The non-fresh emulator's admin (see src/emulator/state/mod.rs).
@@ -26,26 +27,13 @@ struct Emulator {
 
 impl Emulator {
     async fn start(extra: &[&str]) -> Emulator {
-        let mut child = Command::new(BIN)
-            .args(["fake-metabase", "--port", "0", "--api-key", EMULATOR_KEY])
-            .args(extra)
-            .env_clear()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the emulator");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let port = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await.expect("read emulator") {
-                if let Some(p) = line.strip_prefix("listening on ") {
-                    return p.trim().parse::<u16>().expect("port");
-                }
-            }
-            panic!("emulator exited before listening");
-        })
-        .await
-        .expect("emulator ready in time");
+        let (child, port) = support::start_emulator(
+            Command::new(BIN)
+                .args(["fake-metabase", "--port", "0", "--api-key", EMULATOR_KEY])
+                .args(extra)
+                .env_clear(),
+        )
+        .await;
         Emulator {
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),

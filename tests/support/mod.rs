@@ -63,26 +63,12 @@ impl Stack {
 
     pub async fn start_with(options: StackOptions) -> Stack {
         let prefix = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut emulator = Command::new(BIN)
-            .args(["fake-metabase", "--port", "0", "--api-key", API_KEY])
-            .args(&options.emulator_args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the emulator");
-        let stdout = emulator.stdout.take().expect("emulator stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await.expect("read emulator") {
-                if let Some(p) = line.strip_prefix("listening on ") {
-                    return p.trim().parse::<u16>().expect("port");
-                }
-            }
-            panic!("emulator exited before listening");
-        })
-        .await
-        .expect("emulator ready in time");
+        let (emulator, port) = start_emulator(
+            Command::new(BIN)
+                .args(["fake-metabase", "--port", "0", "--api-key", API_KEY])
+                .args(&options.emulator_args),
+        )
+        .await;
         Stack {
             prefix,
             emulator_url: format!("http://127.0.0.1:{port}"),
@@ -450,6 +436,30 @@ fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// Spawns `mbprov fake-metabase …` as configured in `command` and waits for its
+/// `listening on PORT` line.
+pub async fn start_emulator(command: &mut Command) -> (Child, u16) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the emulator");
+    let stdout = child.stdout.take().expect("emulator stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let port = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("read emulator") {
+            if let Some(p) = line.strip_prefix("listening on ") {
+                return p.trim().parse::<u16>().expect("port");
+            }
+        }
+        panic!("emulator exited before listening");
+    })
+    .await
+    .expect("emulator ready in time");
+    (child, port)
 }
 
 /// Polls `check` until it returns `Some`, failing the test after 60 seconds.
