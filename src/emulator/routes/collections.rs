@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::data_graph::skip_graph;
-use super::{IdPath, Params, json_body, opt_string, path_id, present};
+use super::{IdPath, Params, json_body, opt_nullable_string, opt_string, path_id, present};
 use crate::emulator::App;
 use crate::emulator::auth::Superuser;
 use crate::emulator::error::{ApiError, ApiResult};
@@ -162,11 +162,7 @@ pub async fn update(
     let body = json_body(&body)?;
     let patch = CollectionPatch {
         name: opt_string(&body, "name")?,
-        description: match present(&body, "description") {
-            None => None,
-            Some(None) => Some(None),
-            Some(Some(_)) => Some(opt_string(&body, "description")?),
-        },
+        description: opt_nullable_string(&body, "description")?,
         archived: body.get("archived").and_then(Value::as_bool),
         parent_id: match present(&body, "parent_id") {
             None => None,

@@ -199,6 +199,16 @@ pub fn opt_string(body: &Value, key: &str) -> ApiResult<Option<String>> {
     }
 }
 
+/// A key a PUT may set, clear (`null`) or leave alone (absent): outer `None` when absent,
+/// `Some(None)` when `null`, else the non-blank string.
+pub fn opt_nullable_string(body: &Value, key: &str) -> ApiResult<Option<Option<String>>> {
+    match present(body, key) {
+        None => Ok(None),
+        Some(None) => Ok(Some(None)),
+        Some(Some(_)) => opt_string(body, key).map(Some),
+    }
+}
+
 /// 204 with an empty body.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()

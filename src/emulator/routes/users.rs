@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use serde_json::{Value, json};
 
-use super::{IdPath, Params, json_body, opt_string, present};
+use super::{IdPath, Params, json_body, opt_nullable_string, opt_string, present};
 use crate::emulator::App;
 use crate::emulator::auth::{Caller, Superuser};
 use crate::emulator::error::{ApiError, ApiResult};
@@ -251,13 +251,7 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
-    let nullable = |key: &str| -> ApiResult<Option<Option<String>>> {
-        match present(&body, key) {
-            None => Ok(None),
-            Some(None) => Ok(Some(None)),
-            Some(Some(_)) => opt_string(&body, key).map(Some),
-        }
-    };
+    let nullable = |key: &str| opt_nullable_string(&body, key);
     let email = match present(&body, "email") {
         None | Some(None) => None,
         Some(Some(Value::String(s))) => Some(s.clone()),
