@@ -484,6 +484,10 @@ impl Kind for CollectionKind {
                 _ => None,
             })
             .collect();
+        if ops.is_empty() && creations.is_empty() {
+            // Collections created by an earlier attempt of this (split) batch.
+            return Ok(());
+        }
         let mut cache = SnapshotCache::load(core, &ops, &creations).await;
         if !creations.is_empty() {
             guard.ensure_held()?;
@@ -505,7 +509,8 @@ impl Kind for CollectionKind {
                     (read, false)
                 }
             };
-            let groups = collection_body(&current.graph(), &ops, core.config.admin_group);
+            let view = current.graph();
+            let groups = collection_body(&view, &ops, core.config.admin_group);
             if groups.is_empty() && !predicted {
                 // The graph just read already holds every wish.
                 cache.store_read(core, &current).await;
@@ -529,7 +534,7 @@ impl Kind for CollectionKind {
                             graph = "collection",
                             revision_before = current.revision,
                             revision_after = after.revision,
-                            changes = %audit_collection(&current.graph(), &body),
+                            changes = %audit_collection(&view, &body),
                             "collection graph written"
                         );
                     }
