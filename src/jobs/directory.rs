@@ -47,14 +47,8 @@ impl<'a> Directory<'a> {
     /// The group with this name (any case), if it exists.
     pub async fn find_group(&self, name: &str) -> Result<Option<i64>, JobError> {
         let key = name.to_lowercase();
-        if let Some(id) = self.ctx.store.get_id("group", &key).await? {
-            match self.ctx.mb.get_group(id).await {
-                Ok(g) if g.name.to_lowercase() == key => return Ok(Some(id)),
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-            self.ctx.store.forget_id("group", &key).await?;
+        if let Some(id) = self.cached_group(&key).await? {
+            return Ok(Some(id));
         }
         let found = self
             .ctx
@@ -72,14 +66,8 @@ impl<'a> Directory<'a> {
     /// The group with this name, created when missing. A new tenant costs one POST.
     pub async fn ensure_group(&self, name: &str) -> Result<Found, JobError> {
         let key = name.to_lowercase();
-        if let Some(id) = self.ctx.store.get_id("group", &key).await? {
-            match self.ctx.mb.get_group(id).await {
-                Ok(g) if g.name.to_lowercase() == key => return Ok(Found { id, created: false }),
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-            self.ctx.store.forget_id("group", &key).await?;
+        if let Some(id) = self.cached_group(&key).await? {
+            return Ok(Found { id, created: false });
         }
         match self.ctx.mb.create_group(name).await {
             Ok(g) => {
@@ -97,6 +85,22 @@ impl<'a> Directory<'a> {
             },
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The cached id of the group named `key` (lower-cased), checked with one GET; a stale
+    /// entry (renamed or deleted group) is dropped.
+    async fn cached_group(&self, key: &str) -> Result<Option<i64>, JobError> {
+        let Some(id) = self.ctx.store.get_id("group", key).await? else {
+            return Ok(None);
+        };
+        match self.ctx.mb.get_group(id).await {
+            Ok(g) if g.name.to_lowercase() == key => return Ok(Some(id)),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.ctx.store.forget_id("group", key).await?;
+        Ok(None)
     }
 
     /// Creates the user in one POST (with attributes and memberships) or finds it when the
