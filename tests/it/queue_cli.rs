@@ -1,13 +1,11 @@
 //! `mbprov publish`, `dlq` and `status` as a user runs them, against a real RabbitMQ.
 
-mod queue_support;
-
 use std::process::Stdio;
 
+use crate::queue_support::*;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use mbprov::queue::{Broker, headers};
-use queue_support::*;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 

@@ -1,14 +1,12 @@
 //! Permission-graph writes never lose an update: many workers, another writer hammering the
 //! same graphs, a worker killed while it holds the lock, Redis going away.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::support::{Relay, Stack, eventually, find, redis_exists, tenant_created};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Relay, Stack, eventually, find, redis_exists, tenant_created};
 use tokio::sync::Mutex;
 
 /// What the other writer last wrote successfully: (data value, collection value).

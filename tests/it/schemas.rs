@@ -1,8 +1,8 @@
 //! The checked-in JSON Schemas match the types, and the example envelopes under `jobs/` both
 //! parse and validate against them.
 //!
-//! After changing a payload type, regenerate with `MBPROV_UPDATE_SCHEMAS=1 cargo test --test
-//! schemas` and commit `schema/`.
+//! After changing a payload type, regenerate with `MBPROV_UPDATE_SCHEMAS=1 cargo test --test it
+//! schemas::` and commit `schema/`.
 
 use std::path::{Path, PathBuf};
 
@@ -50,7 +50,7 @@ fn checked_in_schemas_match_the_types() {
     assert!(
         stale.is_empty(),
         "schema/ is out of date with the types: {}. Regenerate with \
-         `MBPROV_UPDATE_SCHEMAS=1 cargo test --test schemas` and commit schema/.",
+         `MBPROV_UPDATE_SCHEMAS=1 cargo test --test it schemas::` and commit schema/.",
         stale.join(", ")
     );
     let mut extra: Vec<String> = std::fs::read_dir(&dir)

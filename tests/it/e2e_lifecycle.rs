@@ -1,11 +1,10 @@
 //! The rest of the tenant lifecycle: users, reconciliation, deletion, permissions as code,
 //! and what the worker shows operators (metrics, logs).
 
-mod support;
-
+use crate::support;
+use crate::support::{Stack, find, tenant_created};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, find, tenant_created};
 
 fn id_of(items: &Value, key: &str, value: &str) -> i64 {
     find(items, key, value)

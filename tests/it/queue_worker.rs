@@ -1,16 +1,14 @@
 //! The worker loop against a real RabbitMQ: retries, dead letters, panics, shutdown.
 
-mod queue_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::queue_support::*;
 use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use mbprov::error::ErrorClass;
 use mbprov::queue::{Handler, IncomingJob, JobResult, headers};
-use queue_support::*;
 use serde_json::json;
 
 fn transient(msg: &str) -> JobResult {

@@ -1,9 +1,8 @@
 //! Retries, dead letters and replay against a failing Metabase (the emulator's faults).
 
-mod support;
-
+use crate::support;
+use crate::support::{API_KEY, Stack, StackOptions, eventually, tenant_created};
 use serde_json::{Value, json};
-use support::{API_KEY, Stack, StackOptions, eventually, tenant_created};
 
 fn attempts_seen(log: &str, job: &str) -> u32 {
     log.lines()

@@ -1,11 +1,9 @@
 //! `mbprov audit` against the emulator: problems made directly through the Metabase API are
 //! each flagged, and an isolated instance exits 0.
 
-mod support;
-
+use crate::support::Stack;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::Stack;
 
 async fn send(stack: &Stack, method: Method, path: &str, body: Value) -> Value {
     let r = stack.emu_send(method.clone(), path, body).await;

@@ -1,9 +1,8 @@
 //! Every kind of job end to end: the `jobs/` examples, malformed messages, policy refusals.
 
-mod support;
-
+use crate::support;
+use crate::support::{Stack, find};
 use serde_json::{Value, json};
-use support::{Stack, find};
 
 fn example(name: &str) -> Value {
     let path = format!("{}/jobs/{name}.json", env!("CARGO_MANIFEST_DIR"));

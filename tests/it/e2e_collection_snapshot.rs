@@ -3,11 +3,10 @@
 //! parent collection, which every new tenant collection copies) is never missed, and a Metabase
 //! that breaks the snapshot's assumption is caught.
 
-mod support;
-
+use crate::support;
+use crate::support::{Stack, StackOptions, find, tenant_created};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, StackOptions, find, tenant_created};
 
 const WHOLE_GRAPH_READ: &str = "GET /api/collection/graph";
 

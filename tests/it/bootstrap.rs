@@ -2,6 +2,7 @@
 //! a working admin key, a second run reuses the key, bad credentials fail with exit 1, and
 //! neither the password nor the key ever reaches stdout or stderr.
 
+use crate::support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -9,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
-
-mod support;
 
 const BIN: &str = support::BIN;
 const EMULATOR_KEY: &str = "mb_emulator_control_k3y";

@@ -1,9 +1,7 @@
 //! `tenant.created` end to end: real worker processes, real RabbitMQ and Redis, the emulator.
 
-mod support;
-
+use crate::support::{Stack, eventually, find, tenant_created};
 use serde_json::{Value, json};
-use support::{Stack, eventually, find, tenant_created};
 
 fn group_id(state: &Value, name: &str) -> i64 {
     let groups = find(&state["groups"], "name", name);
