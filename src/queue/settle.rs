@@ -57,10 +57,9 @@ pub fn disposition(
             class: ErrorClass::Permanent,
             ..
         } => Disposition::Dead(DeadClass::Permanent),
-        JobResult::Failed {
-            class: ErrorClass::Transient,
-            ..
-        } if attempt >= max_attempts => Disposition::Dead(DeadClass::Exhausted),
+        JobResult::Failed { class, .. } if class.is_transient() && attempt >= max_attempts => {
+            Disposition::Dead(DeadClass::Exhausted)
+        }
         JobResult::Failed { .. } => Disposition::Retry(policy.tier_for(attempt)),
     }
 }
