@@ -2,7 +2,7 @@ use std::fmt;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -75,11 +75,12 @@ pub struct MetabaseClient {
 }
 
 /// Whether a request may be sent again after it may have reached the server.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Replay {
     /// GET, PUT, DELETE, and revision-fenced graph writes: sending twice has one effect.
     Safe,
-    /// Creating POSTs: only retried when the request surely never left (connect errors).
+    /// Creating POSTs: only retried when the request surely never left (`NotSent`); after an
+    /// unknown outcome the caller looks up before creating again.
     OnlyIfUnsent,
 }
 
@@ -161,10 +162,7 @@ impl MetabaseClient {
             .with_jitter();
         let bytes = attempt
             .retry(backoff)
-            .when(|e: &MetabaseError| match replay {
-                Replay::Safe => e.is_retryable_now(),
-                Replay::OnlyIfUnsent => matches!(e, MetabaseError::Connect { .. }),
-            })
+            .when(|e: &MetabaseError| e.is_retryable_now(replay))
             .notify(|e, delay| {
                 tracing::debug!(error = %e, ?delay, "retrying Metabase request");
             })
@@ -222,38 +220,92 @@ impl MetabaseClient {
     }
 }
 
-fn transport_error(method: &Method, route: &str, e: &reqwest::Error) -> MetabaseError {
-    if e.is_timeout() {
-        MetabaseError::Timeout {
-            method: method.clone(),
-            route: route.to_string(),
+/// What reqwest says about a transport failure, as plain facts (reqwest's errors cannot be
+/// built in a test; these can).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Facts {
+    /// `is_connect()`: hyper-util's connector failed (DNS, TCP connect, TLS handshake, connect
+    /// timeout), so nothing of the request was written.
+    connect: bool,
+    /// `is_timeout()`: the whole-request timeout (or the connect timeout, which is also `connect`).
+    timeout: bool,
+    /// `is_builder()`: the request could not even be built.
+    builder: bool,
+}
+
+impl Facts {
+    fn of(e: &reqwest::Error) -> Self {
+        Facts {
+            connect: e.is_connect(),
+            timeout: e.is_timeout(),
+            builder: e.is_builder(),
         }
-    } else if e.is_decode() || e.status().is_some_and(|s: StatusCode| s.is_success()) {
-        MetabaseError::Decode {
-            method: method.clone(),
-            route: route.to_string(),
-            detail: e.to_string(),
-        }
+    }
+}
+
+/// The kinds of transport failure, each with its own error variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    NotSent,
+    OutcomeUnknown,
+    Timeout,
+    Config,
+}
+
+/// Decides whether a failed request may have reached Metabase. Anything not proven unsent is
+/// an unknown outcome: a connection reset or closed after the request was written
+/// (hyper's "connection closed before message completed"), or a body that broke off (reqwest
+/// labels that one `is_decode()` too, "error decoding response body: ... end of file before
+/// message length reached", so a body failure is never read as a decoding one; the JSON is
+/// decoded by the caller, after the whole body arrived). Stale
+/// pooled connections are not in this set: hyper-util re-sends a request itself only when it
+/// was never written to the dead connection.
+fn classify_transport(f: Facts) -> Transport {
+    if f.builder {
+        Transport::Config
+    } else if f.connect {
+        Transport::NotSent
+    } else if f.timeout {
+        Transport::Timeout
     } else {
-        // reqwest's message names the URL, which carries no secret (the key is a header).
-        let mut detail = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            detail.push_str(": ");
-            detail.push_str(&s.to_string());
-            source = s.source();
-        }
-        MetabaseError::Connect {
-            method: method.clone(),
-            route: route.to_string(),
+        // Sending failed after the connection was made, or the body broke off: either way
+        // the request may have reached Metabase.
+        Transport::OutcomeUnknown
+    }
+}
+
+fn transport_error(method: &Method, route: &str, e: &reqwest::Error) -> MetabaseError {
+    let (method, route) = (method.clone(), route.to_string());
+    // reqwest's message names the URL, which carries no secret (the key is a header).
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    match classify_transport(Facts::of(e)) {
+        Transport::NotSent => MetabaseError::NotSent {
+            method,
+            route,
             detail,
-        }
+        },
+        Transport::OutcomeUnknown => MetabaseError::OutcomeUnknown {
+            method,
+            route,
+            detail,
+        },
+        Transport::Timeout => MetabaseError::Timeout { method, route },
+        Transport::Config => MetabaseError::Config(format!(
+            "{method} {route}: cannot build the request: {detail}"
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Classify, ErrorClass};
 
     #[test]
     fn the_key_never_prints() {
@@ -269,5 +321,152 @@ mod tests {
         assert_eq!(c.base_url().as_str(), "http://mb.local/sub/");
         assert!(MetabaseClient::new(ClientConfig::new("mb.local", Auth::None)).is_err());
         assert!(MetabaseClient::new(ClientConfig::new("ftp://mb", Auth::None)).is_err());
+    }
+
+    #[test]
+    fn transport_failures_are_unsent_only_when_proven() {
+        let f = |connect, timeout| Facts {
+            connect,
+            timeout,
+            builder: false,
+        };
+        #[rustfmt::skip]
+        let cases = [
+            // (what, facts, kind); a broken-off body has the facts of a broken send
+            ("connection refused, DNS, TLS handshake", f(true, false), Transport::NotSent),
+            ("connect timeout", f(true, true), Transport::NotSent),
+            ("closed after the request was written", f(false, false), Transport::OutcomeUnknown),
+            ("no answer in time", f(false, true), Transport::Timeout),
+            ("body broke off", f(false, false), Transport::OutcomeUnknown),
+            ("body timed out", f(false, true), Transport::Timeout),
+            ("cannot build", Facts { builder: true, ..Facts::default() }, Transport::Config),
+        ];
+        for (what, facts, want) in cases {
+            assert_eq!(classify_transport(facts), want, "{what}");
+        }
+    }
+
+    /// A one-trick server: accepts connections, reads one request each, counts them, and then
+    /// does `answer` (close at once, or a partial answer).
+    async fn server(
+        answer: &'static [u8],
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Up to the end of the body ("{}" is the last thing sent).
+                    while !buf.ends_with(b"{}") && !buf.ends_with(b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = sock.write_all(answer).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn client(url: &str, timeout: Duration) -> MetabaseClient {
+        MetabaseClient::new(ClientConfig {
+            timeout,
+            retries: 2,
+            retry_min_delay: Duration::from_millis(1),
+            retry_max_delay: Duration::from_millis(2),
+            ..ClientConfig::new(url, Auth::None)
+        })
+        .unwrap()
+    }
+
+    async fn post(mb: &MetabaseClient, replay: Replay) -> MetabaseError {
+        mb.call::<_, serde_json::Value>(
+            Method::POST,
+            "/api/x",
+            &[],
+            Some(&serde_json::json!({})),
+            replay,
+        )
+        .await
+        .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_an_unknown_outcome_and_a_creation_is_sent_once() {
+        let (url, seen) = server(b"").await;
+        let mb = client(&url, Duration::from_secs(10));
+        let e = post(&mb, Replay::OnlyIfUnsent).await;
+        assert!(matches!(e, MetabaseError::OutcomeUnknown { .. }), "{e:?}");
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "sent once"
+        );
+        let e = post(&mb, Replay::Safe).await;
+        assert!(matches!(e, MetabaseError::OutcomeUnknown { .. }), "{e:?}");
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            1 + 3,
+            "a safe request is retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_is_an_unknown_outcome() {
+        let (url, seen) =
+            server(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\"").await;
+        let e = post(&client(&url, Duration::from_secs(10)), Replay::OnlyIfUnsent).await;
+        assert!(matches!(e, MetabaseError::OutcomeUnknown { .. }), "{e:?}");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent_and_retried() {
+        // Bind then drop: the port is closed, so connecting is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = post(
+            &client(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10)),
+            Replay::OnlyIfUnsent,
+        )
+        .await;
+        assert!(matches!(e, MetabaseError::NotSent { .. }), "{e:?}");
+        assert_eq!(e.class(), ErrorClass::Transient);
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_is_a_timeout_with_an_unknown_outcome() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // Reads and never answers; the sockets live as long as the task.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut chunk = [0u8; 4096];
+                let _ = sock.read(&mut chunk).await;
+                held.push(sock);
+            }
+        });
+        let e = post(
+            &client(&url, Duration::from_millis(200)),
+            Replay::OnlyIfUnsent,
+        )
+        .await;
+        assert!(matches!(e, MetabaseError::Timeout { .. }), "{e:?}");
+        assert_eq!(e.class(), ErrorClass::OutcomeUnknown);
     }
 }

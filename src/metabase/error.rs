@@ -1,20 +1,37 @@
 use reqwest::Method;
 
+use super::client::Replay;
 use crate::error::{Classify, ErrorClass};
 
 /// A failed call to Metabase: what was asked, and Metabase's own words when it answered.
 ///
 /// Holds no header and no body that was sent, so the API key and passwords cannot leak through
 /// it into logs or dead-letter headers.
+///
+/// A transport failure is one of two things, and the difference decides what may be sent again:
+/// [`MetabaseError::NotSent`] (the request never reached Metabase: safe to retry anything) or
+/// [`MetabaseError::OutcomeUnknown`] / [`MetabaseError::Timeout`] (it may have been applied:
+/// a creating request must be looked up before it is sent again).
 #[derive(Debug, thiserror::Error)]
 pub enum MetabaseError {
-    #[error("{method} {route}: cannot reach Metabase: {detail}")]
-    Connect {
+    /// Connection refused, DNS, TLS handshake, connect timeout: nothing was written.
+    #[error("{method} {route}: cannot reach Metabase (request not sent): {detail}")]
+    NotSent {
         method: Method,
         route: String,
         detail: String,
     },
-    #[error("{method} {route}: Metabase did not answer in time")]
+    /// The connection broke after the request was written (no answer, or a broken answer).
+    #[error(
+        "{method} {route}: the connection broke after the request was sent; it may have been applied: {detail}"
+    )]
+    OutcomeUnknown {
+        method: Method,
+        route: String,
+        detail: String,
+    },
+    /// No whole answer in time: the request may have been applied.
+    #[error("{method} {route}: Metabase did not answer in time; the request may have been applied")]
     Timeout { method: Method, route: String },
     #[error("{method} {route}: HTTP {status}: {message}")]
     Status {
@@ -75,13 +92,28 @@ impl MetabaseError {
         self.status() == Some(409)
     }
 
+    /// The request may have been applied although no answer says so.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            MetabaseError::OutcomeUnknown { .. } | MetabaseError::Timeout { .. }
+        )
+    }
+
     /// Worth retrying inside the same request: the server may answer differently in a moment.
-    /// 409 is not: it needs a fresh read first, which only the caller can do.
-    pub(crate) fn is_retryable_now(&self) -> bool {
-        match self {
-            MetabaseError::Connect { .. } | MetabaseError::Timeout { .. } => true,
-            MetabaseError::Status { status, .. } => *status >= 500 || *status == 429,
-            _ => false,
+    /// 409 is not: it needs a fresh read first, which only the caller can do. A creating POST
+    /// is sent again only when it surely never left: after a lost answer it may exist, and
+    /// after an error answer the job's own retry looks it up before creating it again.
+    pub(crate) fn is_retryable_now(&self, replay: Replay) -> bool {
+        match replay {
+            Replay::OnlyIfUnsent => matches!(self, MetabaseError::NotSent { .. }),
+            Replay::Safe => match self {
+                MetabaseError::NotSent { .. }
+                | MetabaseError::OutcomeUnknown { .. }
+                | MetabaseError::Timeout { .. } => true,
+                MetabaseError::Status { status, .. } => *status >= 500 || *status == 429,
+                _ => false,
+            },
         }
     }
 }
@@ -89,7 +121,10 @@ impl MetabaseError {
 impl Classify for MetabaseError {
     fn class(&self) -> ErrorClass {
         match self {
-            MetabaseError::Connect { .. } | MetabaseError::Timeout { .. } => ErrorClass::Transient,
+            MetabaseError::NotSent { .. } => ErrorClass::Transient,
+            MetabaseError::OutcomeUnknown { .. } | MetabaseError::Timeout { .. } => {
+                ErrorClass::OutcomeUnknown
+            }
             MetabaseError::Status { status, .. }
                 if *status >= 500 || *status == 429 || *status == 409 =>
             {
@@ -172,12 +207,68 @@ mod tests {
         for s in [400, 401, 402, 403, 404] {
             assert_eq!(status(s).class(), ErrorClass::Permanent, "{s}");
         }
-        assert!(!status(409).is_retryable_now());
+        assert!(!status(409).is_retryable_now(Replay::Safe));
         let decode = MetabaseError::Decode {
             method: Method::GET,
             route: "/api/x".into(),
             detail: String::new(),
         };
         assert_eq!(decode.class(), ErrorClass::Permanent);
+    }
+
+    /// Every failure a creating POST can meet: its class (what the job does) and whether the
+    /// client sends it again at once, as a safe request and as a creating one.
+    #[test]
+    fn unknown_outcomes_are_never_replayed_as_creations() {
+        let m = || Method::POST;
+        let r = || "/api/permissions/group".to_string();
+        let status = |status: u16, message: &str| MetabaseError::Status {
+            method: m(),
+            route: r(),
+            status,
+            message: message.into(),
+        };
+        use ErrorClass::{OutcomeUnknown, Permanent, Transient};
+        #[rustfmt::skip]
+        let cases: Vec<(&str, MetabaseError, ErrorClass, bool, bool)> = vec![
+            // (what, error, class, retried now when Safe, retried now when OnlyIfUnsent)
+            ("connection refused, DNS, TLS handshake",
+             MetabaseError::NotSent { method: m(), route: r(), detail: "refused".into() },
+             Transient, true, true),
+            ("connection closed after the request was written",
+             MetabaseError::OutcomeUnknown { method: m(), route: r(), detail: "closed".into() },
+             OutcomeUnknown, true, false),
+            ("no answer in time",
+             MetabaseError::Timeout { method: m(), route: r() },
+             OutcomeUnknown, true, false),
+            // metabase-api.md, verified correction 9: concurrent collection POSTs and the
+            // permissions cluster lock (metabase#73249) fail with 500; both are transient. The
+            // job retries them; a creating POST is not replayed inside the request.
+            ("500 on a creating POST", status(500, "Internal Server Error"),
+             Transient, true, false),
+            ("cluster lock contention", status(500, "Failed to obtain cluster lock"),
+             Transient, true, false),
+            ("Metabase starting or down", status(503, "Metabase is still initializing"),
+             Transient, true, false),
+            ("rate limited", status(429, "Too Many Requests"), Transient, true, false),
+            ("revision conflict", status(409, "Looks like someone else edited"),
+             Transient, false, false),
+            ("name taken", status(400, "A group with that name already exists."),
+             Permanent, false, false),
+        ];
+        for (what, e, class, safe, creating) in cases {
+            assert_eq!(e.class(), class, "{what}");
+            assert_eq!(
+                e.is_retryable_now(Replay::Safe),
+                safe,
+                "{what}: safe request"
+            );
+            assert_eq!(
+                e.is_retryable_now(Replay::OnlyIfUnsent),
+                creating,
+                "{what}: creating POST"
+            );
+            assert_eq!(e.is_outcome_unknown(), class == OutcomeUnknown, "{what}");
+        }
     }
 }

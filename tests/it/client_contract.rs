@@ -431,7 +431,7 @@ async fn a_wrong_key_is_a_permanent_401_and_outages_are_transient() {
     .unwrap();
     let refused = nowhere.health().await.unwrap_err();
     assert!(
-        matches!(refused, MetabaseError::Connect { .. }),
+        matches!(refused, MetabaseError::NotSent { .. }),
         "{refused:?}"
     );
     assert_eq!(refused.class(), ErrorClass::Transient);

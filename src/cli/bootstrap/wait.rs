@@ -58,7 +58,7 @@ fn short_reason(e: &MetabaseError) -> String {
         MetabaseError::Status {
             status, message, ..
         } => format!("HTTP {status}: {message}"),
-        MetabaseError::Connect { .. } => "cannot connect yet".into(),
+        MetabaseError::NotSent { .. } => "cannot connect yet".into(),
         MetabaseError::Timeout { .. } => "no answer in time".into(),
         other => other.to_string(),
     }
