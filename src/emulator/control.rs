@@ -7,6 +7,8 @@
 //! - `POST /_emulator/faults` `{"latency_ms"?, "error_rate"?, "outage"?, "fail"?}`: answers the
 //!   settings now in force `{"latency_ms","error_rate","outage","initializing","fail"}`. `fail` is
 //!   `{"method","path","status"}` (that one route answers `status`) or `null` to clear it.
+//!   `drop_reply` `{"method","path","times"?}` (default 1) applies the next `times` requests to
+//!   that route and closes the connection without answering; `null` clears it.
 //! - `POST /_emulator/seed` `{"tenants": N}`: answers `{"tenants": [{"index","group_id",
 //!   "user_id","collection_id"}], "data_revision", "collection_revision"}`.
 
@@ -107,6 +109,9 @@ async fn faults(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {
             app.faults.set_failing(Some(fail));
         }
     }
+    app.faults
+        .set_drop_reply_from(&body)
+        .map_err(ApiError::bad_request)?;
     Ok(Json(json!(app.faults.settings())))
 }
 

@@ -27,6 +27,26 @@ pub struct Faults {
     /// One route that fails with a fixed status, to reach a client's paths that only a
     /// particular failure at a particular step takes.
     failing: Mutex<Option<RouteFault>>,
+    /// One route whose next requests are applied and then left without an answer.
+    dropping: Mutex<Option<DropReply>>,
+}
+
+/// `{"method": "POST", "path": "/api/user", "times": 1}`: the next `times` requests to that
+/// route are applied (the handler runs to completion, so Metabase's state changes) and then
+/// the connection is closed without a status line, like a proxy or a network that loses the
+/// answer. The client cannot tell whether the request was applied; this fault is how tests
+/// reach that case on a chosen creating request.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropReply {
+    pub method: String,
+    pub path: String,
+    #[serde(default = "one")]
+    pub times: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `{"method": "PUT", "path": "/api/collection/graph", "status": 409}`: that route answers
@@ -46,6 +66,8 @@ pub struct FaultSettings {
     pub outage: bool,
     pub initializing: bool,
     pub fail: Option<RouteFault>,
+    /// What is left of a `drop_reply` fault.
+    pub drop_reply: Option<DropReply>,
 }
 
 impl Faults {
@@ -57,6 +79,7 @@ impl Faults {
             ready_at: Instant::now() + init_delay,
             window: None,
             failing: Mutex::new(None),
+            dropping: Mutex::new(None),
         }
     }
 
@@ -85,6 +108,41 @@ impl Faults {
         }
     }
 
+    /// Reads `drop_reply` of a `POST /_emulator/faults` body: absent leaves the setting,
+    /// `null` clears it, an object sets it.
+    pub fn set_drop_reply_from(&self, body: &serde_json::Value) -> Result<(), String> {
+        let fault = match body.get("drop_reply") {
+            None => return Ok(()),
+            Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value::<DropReply>(v.clone())
+                    .map_err(|e| format!("drop_reply must be {{method, path, times?}}: {e}"))?,
+            ),
+        };
+        if let Ok(mut dropping) = self.dropping.lock() {
+            *dropping = fault.filter(|f| f.times > 0);
+        }
+        Ok(())
+    }
+
+    /// Whether this request's answer is to be dropped; counts it.
+    fn take_drop(&self, method: &str, path: &str) -> bool {
+        let Ok(mut dropping) = self.dropping.lock() else {
+            return false;
+        };
+        let Some(f) = dropping.as_mut() else {
+            return false;
+        };
+        if !f.method.eq_ignore_ascii_case(method) || f.path != path {
+            return false;
+        }
+        f.times -= 1;
+        if f.times == 0 {
+            *dropping = None;
+        }
+        true
+    }
+
     fn failing(&self) -> Option<RouteFault> {
         self.failing.lock().ok().and_then(|f| f.clone())
     }
@@ -99,6 +157,7 @@ impl Faults {
                     .is_some_and(|(from, to)| (from..to).contains(&Instant::now())),
             initializing: Instant::now() < self.ready_at,
             fail: self.failing(),
+            drop_reply: self.dropping.lock().ok().and_then(|d| d.clone()),
         }
     }
 }
@@ -136,7 +195,25 @@ pub async fn inject(State(app): State<App>, req: Request, next: Next) -> Respons
     if f.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
     }
-    next.run(req).await
+    let drop = app
+        .faults
+        .take_drop(req.method().as_str(), req.uri().path());
+    let answer = next.run(req).await;
+    if drop {
+        tracing::info!(status = %answer.status(), "drop_reply: request applied, answer dropped");
+        return connection_lost();
+    }
+    answer
+}
+
+/// A response whose body fails before its first byte: hyper then closes the connection
+/// without writing the status line it had only buffered, so the client sees "connection closed
+/// before message completed" (checked by `a_dropped_reply_is_applied_and_never_answered`).
+pub fn connection_lost() -> Response {
+    let failing = futures_util::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("drop_reply fault"))
+    });
+    Response::new(axum::body::Body::from_stream(failing))
 }
 
 #[cfg(test)]
@@ -154,5 +231,51 @@ mod tests {
         let none =
             Faults::new(0, 0.0, Duration::ZERO).with_outage_window(Duration::ZERO, Duration::ZERO);
         assert!(!none.settings().outage);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_reply_is_applied_and_never_answered() {
+        let emu = crate::emulator::spawn(crate::emulator::EmulatorOptions::new("k"))
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let set = http
+            .post(format!("{}/_emulator/faults", emu.url()))
+            .header("x-api-key", "k")
+            .json(&json!({"drop_reply": {"method": "POST", "path": "/api/permissions/group"}}))
+            .send()
+            .await
+            .unwrap();
+        let settings: serde_json::Value = set.json().await.unwrap();
+        assert_eq!(settings["drop_reply"]["times"], 1);
+        let create = |name: &'static str| {
+            http.post(format!("{}/api/permissions/group", emu.url()))
+                .header("x-api-key", "k")
+                .json(&json!({"name": name}))
+                .send()
+        };
+        let lost = create("Lost").await.unwrap_err();
+        assert!(!lost.is_connect() && !lost.is_timeout(), "{lost:?}");
+        // The next request is answered again, and the first one was applied.
+        assert!(create("Kept").await.unwrap().status().is_success());
+        let state: serde_json::Value = http
+            .get(format!("{}/_emulator/state", emu.url()))
+            .header("x-api-key", "k")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let names: Vec<&str> = state["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|g| g["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"Lost") && names.contains(&"Kept"),
+            "{names:?}"
+        );
     }
 }

@@ -149,9 +149,11 @@ pub async fn record(State(app): State<App>, req: Request, next: Next) -> Respons
     let bytes_in = req.body().size_hint().exact().unwrap_or(0);
     let response = next.run(req).await;
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
+    // A body that fails (the `drop_reply` fault) must still fail, so the connection closes.
+    let (bytes, lost) = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => (b, false),
+        Err(_) => (Default::default(), true),
+    };
     let record = RequestRecord {
         method: method.clone(),
         path,
@@ -164,6 +166,9 @@ pub async fn record(State(app): State<App>, req: Request, next: Next) -> Respons
         bytes_in,
         bytes.len() as u64,
     );
+    if lost {
+        return super::faults::connection_lost();
+    }
     Response::from_parts(parts, Body::from(bytes))
 }
 
