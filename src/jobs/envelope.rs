@@ -303,6 +303,32 @@ mod tests {
                 "payload.groups[0]: \"all users\" is a built-in group",
             ),
             (
+                json!({"kind": "user.upserted", "payload": {"email": "a@b.test", "groups": ["ALL USERS"]}}),
+                "payload.groups[0]: \"ALL USERS\" is a built-in group",
+            ),
+            (
+                json!({"kind": "user.upserted", "payload": {"email": "a@b.test", "groups": ["Ok", "Administrators\u{200B}"]}}),
+                "payload.groups[1]: contains U+200B, a control or invisible character",
+            ),
+            (
+                json!({"kind": "users.synced", "payload": {"managed_groups": ["\u{0410}dministrators"], "users": []}}),
+                "payload.managed_groups[0]: \"Аdministrators\" looks like the built-in group \"Administrators\"",
+            ),
+            (
+                json!({"kind": "users.synced", "payload": {"managed_groups": ["A"], "users": [
+                {"email": "a@b.test", "groups": ["All  Users"]}]}}),
+                "payload.users[0].groups[0]: \"All  Users\" looks like the built-in group \"All Users\"",
+            ),
+            (
+                json!({"kind": "permissions.applied", "payload": {"document": {"version": 1, "groups": {
+                "\u{FF21}ll Users": {}}}}}),
+                "payload.document.groups.Ａll Users: \"Ａll Users\" looks like the built-in group",
+            ),
+            (
+                tenant(json!({"tenant_id": "42\u{200D}"})),
+                "payload.tenant_id: names the tenant's group, which contains U+200D",
+            ),
+            (
                 json!({"kind": "users.synced", "payload": {"managed_groups": ["A"], "users": [
                 {"email": "a@b.test"}, {"email": "A@b.test"}]}}),
                 "payload.users[1].email: listed twice",

@@ -7,6 +7,7 @@
 mod directory;
 pub mod envelope;
 mod error;
+pub mod group_names;
 pub mod payloads;
 pub mod policy;
 mod runner;

@@ -321,7 +321,13 @@ fn check_tenant_id(id: &str) -> Result<(), InvalidJob> {
             "must be 1 to 100 characters without surrounding spaces",
         ));
     }
-    Ok(())
+    // It names the tenant's group (`Tenant: {tenant_id}`).
+    super::group_names::check(&format!("Tenant: {id}")).map_err(|reason| {
+        InvalidJob::new(
+            "tenant_id",
+            format!("names the tenant's group, which {reason}"),
+        )
+    })
 }
 
 fn check_name(field: &str, name: &str) -> Result<(), InvalidJob> {
@@ -366,6 +372,7 @@ fn check_groups(field: &str, groups: &[String]) -> Result<(), InvalidJob> {
                 format!("{g:?} is a built-in group: messages never grant or remove its membership"),
             ));
         }
+        super::group_names::check(g).map_err(|reason| InvalidJob::new(&at, reason))?;
     }
     Ok(())
 }

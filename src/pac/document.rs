@@ -125,6 +125,7 @@ impl Document {
             if name.eq_ignore_ascii_case("administrators") {
                 return Err(err(at, "the Administrators group may never be named"));
             }
+            crate::jobs::group_names::check(name).map_err(|reason| err(&at, reason))?;
             for (db, spec) in &group.data {
                 let at = format!("{at}.data.{db}");
                 positive_id(&at, db)?;
