@@ -74,6 +74,12 @@ pub struct WorkerArgs {
     /// Lifetime of a graph lock without its holder extending it (a crashed holder's lock frees after it).
     #[arg(long, env = "MBPROV_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]
     pub lock_ttl: Duration,
+    /// How long one run of a job may take; past it the run is abandoned and the job retried.
+    #[arg(long, env = "MBPROV_JOB_DEADLINE", default_value = "2m", value_parser = crate::jobs::deadline::parse_deadline)]
+    pub job_deadline: Duration,
+    /// Per-kind deadlines overriding `MBPROV_JOB_DEADLINE`, e.g. `users.synced=10m`.
+    #[arg(long, env = "MBPROV_JOB_DEADLINES", default_value = "users.synced=10m,permissions.applied=5m", value_parser = crate::jobs::deadline::parse_kind_deadlines)]
+    pub job_deadlines: crate::jobs::deadline::KindDeadlines,
 }
 
 /// The base delays of the retry tiers, in order.

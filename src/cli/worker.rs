@@ -83,6 +83,10 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         entity_lock_wait: Duration::from_secs(2).min(cmd.worker.lock_wait),
     };
     let runner = JobRunner::new(ctx, cmd.worker.max_attempts)
+        .deadlines(
+            crate::jobs::deadline::JobDeadlines::new(cmd.worker.job_deadline)
+                .with_overrides(&cmd.worker.job_deadlines),
+        )
         .abort_on_kind(std::env::var("MBPROV_TEST_ABORT_ON_KIND").ok());
 
     let ops = match http_addr {

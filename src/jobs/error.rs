@@ -27,6 +27,9 @@ pub enum JobError {
     /// The request can never work against this Metabase (wrong database, missing feature...).
     #[error("{0}")]
     Impossible(String),
+    /// The run took longer than its kind's deadline and was abandoned; a retry finishes it.
+    #[error("abandoned after its deadline of {}", humantime::format_duration(*.0))]
+    DeadlineExceeded(std::time::Duration),
 }
 
 impl Classify for JobError {
@@ -39,7 +42,7 @@ impl Classify for JobError {
             JobError::Store(e) => e.class(),
             JobError::Lock(e) => e.class(),
             JobError::Graph(e) => e.class(),
-            JobError::NotYet(_) => ErrorClass::Transient,
+            JobError::NotYet(_) | JobError::DeadlineExceeded(_) => ErrorClass::Transient,
         }
     }
 }

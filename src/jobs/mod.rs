@@ -4,6 +4,7 @@
 //! writer) and return `Ok` or a classified [`JobError`]. [`JobRunner`] is the bridge the queue
 //! calls: it de-duplicates by job id, opens the job's span and records metrics.
 
+pub mod deadline;
 mod directory;
 pub mod envelope;
 mod error;

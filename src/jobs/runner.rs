@@ -9,6 +9,7 @@ use crate::error::{Classify, ErrorClass};
 use crate::ops::metrics::{self, JobOutcome};
 use crate::queue::{Handler, IncomingJob, JobResult};
 
+use super::deadline::JobDeadlines;
 use super::{Context, JobError, envelope};
 
 /// The queue's [`Handler`]: parse, de-duplicate, run under a per-job lock, record.
@@ -17,6 +18,7 @@ pub struct JobRunner {
     ctx: Arc<Context>,
     max_attempts: u32,
     abort_on_kind: Option<Arc<str>>,
+    deadlines: Arc<JobDeadlines>,
 }
 
 impl JobRunner {
@@ -25,7 +27,14 @@ impl JobRunner {
             ctx: Arc::new(ctx),
             max_attempts,
             abort_on_kind: None,
+            deadlines: Arc::new(JobDeadlines::default()),
         }
+    }
+
+    /// How long one run of each kind may take (see [`super::deadline`]).
+    pub fn deadlines(mut self, deadlines: JobDeadlines) -> Self {
+        self.deadlines = Arc::new(deadlines);
+        self
     }
 
     /// Test hook: abort the whole process on a delivery with this routing key, to prove that
@@ -117,7 +126,20 @@ impl JobRunner {
             if ctx.store.is_done(&parsed.id).await? {
                 return Ok(Outcome::Duplicate);
             }
-            super::run(ctx, &parsed.job).await?;
+            // Inside the job lock, so an abandoned run still releases it below.
+            let kind = parsed.job.kind();
+            let deadline = self.deadlines.for_kind(kind);
+            match tokio::time::timeout(deadline, super::run(ctx, &parsed.job)).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    metrics::job_deadline_exceeded(kind);
+                    tracing::warn!(
+                        deadline = %humantime::format_duration(deadline),
+                        "job past its deadline: abandoned, it will be retried"
+                    );
+                    return Err(JobError::DeadlineExceeded(deadline));
+                }
+            }
             ctx.store.mark_done(&parsed.id).await?;
             Ok(Outcome::Done)
         }

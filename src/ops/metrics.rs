@@ -18,6 +18,7 @@ const METABASE_REQUESTS_TOTAL: &str = "mbprov_metabase_requests_total";
 const GRAPH_WRITES_TOTAL: &str = "mbprov_graph_writes_total";
 const GRAPH_CONFLICTS_TOTAL: &str = "mbprov_graph_write_conflicts_total";
 const LOCK_WAIT: &str = "mbprov_lock_wait_seconds";
+const JOB_DEADLINE_EXCEEDED_TOTAL: &str = "mbprov_job_deadline_exceeded_total";
 
 /// The job kinds of CONTRACT.md section 4. Any other kind is recorded as `unknown`, so a flood
 /// of malformed envelopes cannot create unbounded label values.
@@ -127,6 +128,10 @@ fn describe_and_zero() {
         "Permission graph writes refused with 409 because another writer changed the revision."
     );
     describe_histogram!(LOCK_WAIT, "Time spent waiting to take a Redis lock.");
+    describe_counter!(
+        JOB_DEADLINE_EXCEEDED_TOTAL,
+        "Job runs abandoned past their kind's deadline (then retried), by kind."
+    );
 
     for kind in JOB_KINDS {
         for outcome in JobOutcome::ALL {
@@ -134,6 +139,7 @@ fn describe_and_zero() {
         }
         // Registering a histogram is enough for it to render with empty buckets.
         let _ = histogram!(JOB_DURATION, "kind" => *kind);
+        counter!(JOB_DEADLINE_EXCEEDED_TOTAL, "kind" => *kind).absolute(0);
     }
     counter!(RETRIES_TOTAL).absolute(0);
     counter!(DEAD_LETTERED_TOTAL).absolute(0);
@@ -207,6 +213,11 @@ pub fn graph_write(graph: &str) {
 /// Metabase refused a write of `graph` with a revision conflict (409).
 pub fn graph_conflict(graph: &str) {
     counter!(GRAPH_CONFLICTS_TOTAL, "graph" => graph.to_owned()).increment(1);
+}
+
+/// A run of a job of `kind` was abandoned past its deadline.
+pub fn job_deadline_exceeded(kind: &str) {
+    counter!(JOB_DEADLINE_EXCEEDED_TOTAL, "kind" => kind_label(kind)).increment(1);
 }
 
 /// Time spent taking a lock, whether it was taken or the wait ran out.
