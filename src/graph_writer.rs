@@ -382,7 +382,7 @@ impl Kind for DataKind {
         batch: &'a [&'a DataChange],
         guard: &'a LockGuard,
     ) -> Result<(), WriteError> {
-        let merged = merge_changes(batch.iter().copied());
+        let mut merged = merge_changes(batch.iter().copied());
         let Some(probe) = merged.groups_touched().into_iter().next() else {
             return Ok(());
         };
@@ -428,6 +428,11 @@ impl Kind for DataKind {
                 Err(e) if e.is_conflict() || e.status().is_some_and(|s| s >= 500) => {
                     metrics::graph_conflict("data");
                     tracing::debug!(attempt, error = %e, "data graph write conflicted; re-reading");
+                    // A conflict may follow our own write whose answer was lost (its replay
+                    // meets the revision it bumped): its new sandboxes may exist already.
+                    core.mb
+                        .adopt_existing_sandboxes(&mut merged.sandboxes)
+                        .await?;
                     if cached.is_none() {
                         tokio::time::sleep(conflict_pause(attempt)).await;
                     }

@@ -5,6 +5,12 @@
 //! and emails are unique in Metabase, so creating first and treating "already exists" as "find
 //! it" is race-free. Collection names are not unique: creation holds a per-entity Redis lock and
 //! re-checks under it.
+//!
+//! A creating POST whose answer was lost (`MetabaseError::is_outcome_unknown`) may have been
+//! applied. It is never sent again blindly: the group is looked up by name (any case), the user
+//! by email; found, it is used (and reconciled, since the lost answer cannot prove what it
+//! holds); not found, the job fails with the unknown outcome and its retry starts over, which
+//! again finds before it creates.
 
 use std::collections::BTreeMap;
 
@@ -83,6 +89,15 @@ impl<'a> Directory<'a> {
                     "group {name:?} reported as existing but not found; it may be being deleted"
                 ))),
             },
+            Err(e) if e.is_outcome_unknown() => {
+                tracing::warn!(error = %e, group = name, "group creation outcome unknown; looking it up");
+                match self.find_group(name).await? {
+                    // Perhaps made by the lost request: not `created`, so nobody skips a look-up
+                    // on the strength of it being new.
+                    Some(id) => Ok(Found { id, created: false }),
+                    None => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -104,7 +119,8 @@ impl<'a> Directory<'a> {
     }
 
     /// Creates the user in one POST (with attributes and memberships) or finds it when the
-    /// email is taken. Returns the user and whether it was created.
+    /// email is taken or the POST's outcome is unknown. Returns the user and whether this call
+    /// created it; a found user is reconciled by the caller.
     pub async fn create_or_find_user(&self, new: NewUser) -> Result<(User, bool), JobError> {
         match self.ctx.mb.create_user(&new).await {
             Ok(u) => Ok((u, true)),
@@ -115,6 +131,15 @@ impl<'a> Directory<'a> {
                     new.email
                 ))),
             },
+            // The same look-up as for an existing email (`find_user_by_email`, which is where
+            // tenant users must be listed too, `tenancy=all` from v0.57).
+            Err(e) if e.is_outcome_unknown() => {
+                tracing::warn!(error = %e, "user creation outcome unknown; looking it up by email");
+                match self.ctx.mb.find_user_by_email(&new.email).await? {
+                    Some(u) => Ok((u, false)),
+                    None => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -22,13 +22,15 @@ impl MetabaseClient {
         let body = NewGroup {
             name: name.to_string(),
         };
-        // Names are unique, so a replayed POST fails with 400 instead of duplicating.
+        // Never replayed after a lost answer: Metabase's uniqueness is a check before the
+        // insert (`check-name-not-already-taken`), which a replay racing a still-running
+        // original could pass too. The caller looks the name up instead.
         self.call(
             Method::POST,
             "/api/permissions/group",
             &[],
             Some(&body),
-            Replay::Safe,
+            Replay::OnlyIfUnsent,
         )
         .await
     }

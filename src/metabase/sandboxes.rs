@@ -16,6 +16,42 @@ impl MetabaseClient {
         self.get("/api/mt/gtap", &query).await
     }
 
+    /// The sandbox of one (group, table), if any: with both filters Metabase answers one
+    /// sandbox or `null` (`GET /api/mt/gtap`, ../shared/metabase-api.md §5).
+    pub async fn find_sandbox(
+        &self,
+        group_id: i64,
+        table_id: i64,
+    ) -> Result<Option<Sandbox>, MetabaseError> {
+        self.get(
+            "/api/mt/gtap",
+            &[
+                ("group_id", group_id.to_string()),
+                ("table_id", table_id.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// Gives every new sandbox (no `id`) whose (group, table) already has one that one's id,
+    /// so that a data-graph write updates it instead of inserting a duplicate (a 500, unique
+    /// constraint on (group, table), metabase#64460, ../shared/metabase-api.md §5). Needed after a write whose
+    /// outcome is unknown: it may have inserted them. No request when every sandbox has an id.
+    pub async fn adopt_existing_sandboxes(
+        &self,
+        sandboxes: &mut [Sandbox],
+    ) -> Result<(), MetabaseError> {
+        for s in sandboxes.iter_mut().filter(|s| s.id.is_none()) {
+            let (Some(group), Some(table)) = (s.group_id, s.table_id) else {
+                continue;
+            };
+            if let Some(existing) = self.find_sandbox(group, table).await? {
+                s.id = existing.id;
+            }
+        }
+        Ok(())
+    }
+
     /// A duplicate (group, table) is a 500 in Metabase: list first.
     pub async fn create_sandbox(&self, sandbox: &Sandbox) -> Result<Sandbox, MetabaseError> {
         self.call(
