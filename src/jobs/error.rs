@@ -42,7 +42,10 @@ impl Classify for JobError {
             JobError::Store(e) => e.class(),
             JobError::Lock(e) => e.class(),
             JobError::Graph(e) => e.class(),
-            JobError::NotYet(_) | JobError::DeadlineExceeded(_) => ErrorClass::Transient,
+            JobError::NotYet(_) => ErrorClass::Transient,
+            // The abandoned run may have left requests applied without their answers: retried,
+            // and every step of the retry looks up before it creates.
+            JobError::DeadlineExceeded(_) => ErrorClass::OutcomeUnknown,
         }
     }
 }
