@@ -257,9 +257,11 @@ enum Transport {
 /// (hyper's "connection closed before message completed"), or a body that broke off (reqwest
 /// labels that one `is_decode()` too, "error decoding response body: ... end of file before
 /// message length reached", so a body failure is never read as a decoding one; the JSON is
-/// decoded by the caller, after the whole body arrived). Stale
-/// pooled connections are not in this set: hyper-util re-sends a request itself only when it
-/// was never written to the dead connection.
+/// decoded by the caller, after the whole body arrived). Stale pooled connections are not in
+/// this set: hyper-util 0.1 re-sends a request by itself only when the dead connection handed
+/// it back unwritten (`try_send_request` -> `take_message`, `retry_canceled_requests`). A
+/// request it hands back on a fresh connection surfaces as "canceled", which is not
+/// `is_connect()` and so is counted as unknown: the safe side.
 fn classify_transport(f: Facts) -> Transport {
     if f.builder {
         Transport::Config
