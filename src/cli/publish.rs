@@ -247,6 +247,11 @@ mod tests {
                 json!({"id": 5, "kind": "a", "payload": {}}),
                 Some("`id` must be a string"),
             ),
+            (
+                json!({"kind": "user.upserted", "payload": {"email": "a@b.test",
+                       "groups": ["\u{0410}dministrators"]}}),
+                Some("payload.groups[0]: \"Аdministrators\" looks like the built-in group"),
+            ),
         ];
         for (envelope, want) in table {
             let got = validate_for_publish(&envelope).err();
