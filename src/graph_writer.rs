@@ -430,9 +430,13 @@ impl Kind for DataKind {
                     tracing::debug!(attempt, error = %e, "data graph write conflicted; re-reading");
                     // A conflict may follow our own write whose answer was lost (its replay
                     // meets the revision it bumped): its new sandboxes may exist already.
-                    core.mb
+                    if let Err(e) = core
+                        .mb
                         .adopt_existing_sandboxes(&mut merged.sandboxes)
-                        .await?;
+                        .await
+                    {
+                        tracing::debug!(error = %e, "could not look up existing sandboxes");
+                    }
                     if cached.is_none() {
                         tokio::time::sleep(conflict_pause(attempt)).await;
                     }

@@ -4,6 +4,13 @@ use super::client::{MetabaseClient, Replay};
 use super::error::MetabaseError;
 use super::models::Sandbox;
 
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(Box<Sandbox>),
+    Many(Vec<Sandbox>),
+}
+
 impl MetabaseClient {
     /// Sandboxes (`/api/mt/gtap`, EE), optionally of one group.
     pub async fn list_sandboxes(
@@ -17,20 +24,30 @@ impl MetabaseClient {
     }
 
     /// The sandbox of one (group, table), if any: with both filters Metabase answers one
-    /// sandbox or `null` (`GET /api/mt/gtap`, ../shared/metabase-api.md §5).
+    /// sandbox or `null` (`GET /api/mt/gtap`, ../shared/metabase-api.md §5). A list (a release
+    /// that ignores one filter) is searched too, so the answer's shape cannot fail a write.
     pub async fn find_sandbox(
         &self,
         group_id: i64,
         table_id: i64,
     ) -> Result<Option<Sandbox>, MetabaseError> {
-        self.get(
-            "/api/mt/gtap",
-            &[
-                ("group_id", group_id.to_string()),
-                ("table_id", table_id.to_string()),
-            ],
-        )
-        .await
+        let answer: Option<OneOrMany> = self
+            .get(
+                "/api/mt/gtap",
+                &[
+                    ("group_id", group_id.to_string()),
+                    ("table_id", table_id.to_string()),
+                ],
+            )
+            .await?;
+        let candidates = match answer {
+            None => Vec::new(),
+            Some(OneOrMany::One(s)) => vec![*s],
+            Some(OneOrMany::Many(list)) => list,
+        };
+        Ok(candidates
+            .into_iter()
+            .find(|s| s.group_id == Some(group_id) && s.table_id == Some(table_id)))
     }
 
     /// Gives every new sandbox (no `id`) whose (group, table) already has one that one's id,
