@@ -94,3 +94,28 @@ impl MetabaseClient {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_look_up_reads_every_answer_shape() {
+        let one = r#"{"id": 3, "group_id": 5, "table_id": 10, "card_id": null, "attribute_remappings": {}}"#;
+        let cases = [
+            ("null", 0),
+            (one, 1),
+            (&*format!("[{one}, {one}]"), 2),
+            ("[]", 0),
+        ];
+        for (body, n) in cases {
+            let got: Option<OneOrMany> = serde_json::from_str(body).unwrap();
+            let len = match got {
+                None => 0,
+                Some(OneOrMany::One(_)) => 1,
+                Some(OneOrMany::Many(list)) => list.len(),
+            };
+            assert_eq!(len, n, "{body}");
+        }
+    }
+}
