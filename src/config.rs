@@ -74,6 +74,12 @@ pub struct WorkerArgs {
     /// Lifetime of a graph lock without its holder extending it (a crashed holder's lock frees after it).
     #[arg(long, env = "MBPROV_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]
     pub lock_ttl: Duration,
+    /// Requests per second that all workers of the prefix send to Metabase together (unset: no cap).
+    #[arg(long, env = "MBPROV_METABASE_RPS", value_parser = crate::intake::budget::parse_rps)]
+    pub metabase_rps: Option<f64>,
+    /// Longest pause between two probes of Metabase while intake is held (refused key, breaker).
+    #[arg(long, env = "MBPROV_PROBE_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
+    pub probe_max_delay: Duration,
 }
 
 /// The base delays of the retry tiers, in order.
