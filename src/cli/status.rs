@@ -105,7 +105,13 @@ fn intake_table(i: &IntakeStatus) -> String {
         out.push_str("no worker reported in the last 15 s\n");
         return out;
     }
-    let width = i.workers.iter().map(|w| w.worker.len()).max().unwrap_or(6).max(6);
+    let width = i
+        .workers
+        .iter()
+        .map(|w| w.worker.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     out.push_str(&format!(
         "{:<width$}  {:<22}  {:>6}  DETAIL\n",
         "WORKER", "INTAKE", "RPS"

@@ -152,7 +152,10 @@ async fn start_intake(
     let rps = cmd.worker.metabase_rps;
     let budget = rps.map(|rps| FleetBudget::new(pauses.connection(), &prefix, rps));
     if let Some(rps) = rps {
-        tracing::info!(rps, "Metabase budget: requests of all workers of the prefix together");
+        tracing::info!(
+            rps,
+            "Metabase budget: requests of all workers of the prefix together"
+        );
     }
     let gate = Arc::new(MetabaseGate::new(budget, intake.clone()));
     let mb = mb.with_gate(gate.clone());

@@ -105,7 +105,11 @@ mod tests {
         let mut b = Breaker::default();
         let mut opened_at = None;
         for (i, c) in pattern.chars().enumerate() {
-            let outcome = if c == 'F' { Answered(503) } else { Answered(200) };
+            let outcome = if c == 'F' {
+                Answered(503)
+            } else {
+                Answered(200)
+            };
             let now = start + Duration::from_millis(i as u64);
             if b.record(now, outcome).is_some() {
                 opened_at.get_or_insert(i);
@@ -140,7 +144,10 @@ mod tests {
         let start = Instant::now();
         let mut b = Breaker::default();
         for i in 0..9 {
-            assert!(b.record(start + Duration::from_millis(i), TimedOut).is_none());
+            assert!(
+                b.record(start + Duration::from_millis(i), TimedOut)
+                    .is_none()
+            );
         }
         // Ten failures, but nine are older than a minute.
         let later = start + MAX_AGE + Duration::from_secs(1);
@@ -148,9 +155,15 @@ mod tests {
         let (opened, mut b) = run("FFFFFFFFFF");
         assert_eq!(opened, Some(9));
         assert!(b.is_open());
-        assert!(b.record(Instant::now(), Answered(500)).is_none(), "open records nothing");
+        assert!(
+            b.record(Instant::now(), Answered(500)).is_none(),
+            "open records nothing"
+        );
         b.close();
         assert!(!b.is_open());
-        assert!(b.record(Instant::now(), Answered(500)).is_none(), "one failure after closing");
+        assert!(
+            b.record(Instant::now(), Answered(500)).is_none(),
+            "one failure after closing"
+        );
     }
 }

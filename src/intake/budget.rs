@@ -7,8 +7,8 @@
 //! because of the budget, they wait; and as nothing is saved up while idle, the fleet never
 //! bursts above the cap either. One Redis round trip per request.
 
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -49,7 +49,9 @@ pub fn parse_rps(s: &str) -> Result<f64, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a number of requests per second"))?;
     if !(rps.is_finite() && rps > 0.0 && rps <= 1_000_000.0) {
-        return Err(format!("{s:?}: requests per second must be above 0 and at most 1000000"));
+        return Err(format!(
+            "{s:?}: requests per second must be above 0 and at most 1000000"
+        ));
     }
     Ok(rps)
 }
@@ -78,7 +80,9 @@ impl FleetBudget {
         match reserved {
             Ok(us) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
-                    tracing::info!("Metabase budget: Redis answers again, back to the fleet-wide bucket");
+                    tracing::info!(
+                        "Metabase budget: Redis answers again, back to the fleet-wide bucket"
+                    );
                 }
                 Duration::from_micros(us.max(0) as u64)
             }
@@ -93,7 +97,10 @@ impl FleetBudget {
 
     fn reserve_locally(&self) -> Duration {
         let now = Instant::now();
-        let mut tat = self.local_tat.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tat = self
+            .local_tat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let slot = tat.map_or(now, |t| t.max(now));
         *tat = Some(slot + Duration::from_micros(self.interval_us));
         slot - now

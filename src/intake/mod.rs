@@ -217,8 +217,12 @@ impl Intake {
                 %detail,
                 "circuit breaker open: Metabase keeps failing; intake stopped, probing"
             ),
-            Event::BreakerClosed => tracing::info!("circuit breaker closed: Metabase answers again"),
-            Event::Paused(p) => tracing::warn!(reason = p.reason.as_deref().unwrap_or("-"), since = %p.since, "paused by an operator: taking no new jobs"),
+            Event::BreakerClosed => {
+                tracing::info!("circuit breaker closed: Metabase answers again")
+            }
+            Event::Paused(p) => {
+                tracing::warn!(reason = p.reason.as_deref().unwrap_or("-"), since = %p.since, "paused by an operator: taking no new jobs")
+            }
             Event::Resumed => tracing::info!("resumed by an operator"),
         }
         if state.is_open() {
@@ -246,12 +250,37 @@ mod tests {
         // (events from an open gate, open afterwards, holds, readiness kind)
         let table: Vec<(Vec<Event>, bool, Vec<Hold>, &str)> = vec![
             (vec![], true, vec![], "ready"),
-            (vec![Paused(pause(Some("upgrade")))], false, vec![Hold::Paused], "paused"),
+            (
+                vec![Paused(pause(Some("upgrade")))],
+                false,
+                vec![Hold::Paused],
+                "paused",
+            ),
             (vec![Paused(pause(None)), Resumed], true, vec![], "ready"),
-            (vec![AuthFailed("401".into())], false, vec![Hold::Authentication], "not-ready"),
-            (vec![AuthFailed("401".into()), AuthHealed], true, vec![], "ready"),
-            (vec![BreakerOpened("9 of 10".into())], false, vec![Hold::Breaker], "not-ready"),
-            (vec![BreakerOpened("x".into()), BreakerClosed], true, vec![], "ready"),
+            (
+                vec![AuthFailed("401".into())],
+                false,
+                vec![Hold::Authentication],
+                "not-ready",
+            ),
+            (
+                vec![AuthFailed("401".into()), AuthHealed],
+                true,
+                vec![],
+                "ready",
+            ),
+            (
+                vec![BreakerOpened("9 of 10".into())],
+                false,
+                vec![Hold::Breaker],
+                "not-ready",
+            ),
+            (
+                vec![BreakerOpened("x".into()), BreakerClosed],
+                true,
+                vec![],
+                "ready",
+            ),
             (
                 vec![Paused(pause(None)), AuthFailed("401".into())],
                 false,
@@ -265,12 +294,21 @@ mod tests {
                 "paused",
             ),
             (
-                vec![AuthFailed("a".into()), BreakerOpened("b".into()), AuthHealed],
+                vec![
+                    AuthFailed("a".into()),
+                    BreakerOpened("b".into()),
+                    AuthHealed,
+                ],
                 false,
                 vec![Hold::Breaker],
                 "not-ready",
             ),
-            (vec![Resumed, AuthHealed, BreakerClosed], true, vec![], "ready"),
+            (
+                vec![Resumed, AuthHealed, BreakerClosed],
+                true,
+                vec![],
+                "ready",
+            ),
         ];
         for (events, open, holds, readiness) in table {
             let mut s = GateState::default();
@@ -305,7 +343,9 @@ mod tests {
             s.readiness(),
             Readiness::Paused("paused since 2026-12-01T20:00:00Z: Metabase upgrade".into())
         );
-        s.apply(Event::AuthFailed("GET /api/user/current: HTTP 401: Unauthenticated".into()));
+        s.apply(Event::AuthFailed(
+            "GET /api/user/current: HTTP 401: Unauthenticated".into(),
+        ));
         match s.readiness() {
             Readiness::NotReady(text) => {
                 assert!(text.starts_with("authentication: "), "{text}");

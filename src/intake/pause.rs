@@ -141,7 +141,9 @@ impl PauseStore {
             Ok(Some(info)) => intake.apply(Event::Paused(info)),
             Ok(None) => intake.apply(Event::Resumed),
             // Keep the last known state: a Redis hiccup neither pauses nor resumes the fleet.
-            Err(e) => tracing::warn!(error = %e, "cannot read the pause state; keeping the last known"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the pause state; keeping the last known")
+            }
         }
     }
 }

@@ -99,12 +99,24 @@ mod tests {
         let table = [
             (JobResult::Done, &open, None),
             (JobResult::Done, &breaker, None),
-            (failed(ErrorClass::Authentication), &open, Some(Hold::Authentication)),
-            (failed(ErrorClass::Authentication), &breaker, Some(Hold::Authentication)),
+            (
+                failed(ErrorClass::Authentication),
+                &open,
+                Some(Hold::Authentication),
+            ),
+            (
+                failed(ErrorClass::Authentication),
+                &breaker,
+                Some(Hold::Authentication),
+            ),
             (failed(ErrorClass::Transient), &open, None),
             (failed(ErrorClass::Transient), &paused, None),
             (failed(ErrorClass::Transient), &breaker, Some(Hold::Breaker)),
-            (failed(ErrorClass::OutcomeUnknown), &breaker, Some(Hold::Breaker)),
+            (
+                failed(ErrorClass::OutcomeUnknown),
+                &breaker,
+                Some(Hold::Breaker),
+            ),
             (failed(ErrorClass::Permanent), &breaker, None),
         ];
         for (result, gate, want) in table {

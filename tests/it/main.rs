@@ -16,6 +16,7 @@ mod e2e_retries;
 mod e2e_tenant;
 mod emulator_http;
 mod graph_writer;
+mod intake;
 mod lock_redis;
 mod models_roundtrip;
 mod ops_server;
