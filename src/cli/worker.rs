@@ -98,7 +98,7 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
             let check = Arc::new(Readiness {
                 amqp_url: cmd.broker.amqp_url.clone(),
                 store: store.clone(),
-                mb: mb.with_retries(0),
+                mb: mb.with_retries(0).without_gate(),
                 intake: intake.clone(),
             });
             let server = crate::ops::server::serve(addr, check, metrics, shutdown.clone())
@@ -159,7 +159,7 @@ async fn start_intake(
     }
     let gate = Arc::new(MetabaseGate::new(budget, intake.clone()));
     let mb = mb.with_gate(gate.clone());
-    let probe_client = mb.with_retries(0);
+    let probe_client = mb.with_retries(0).without_gate();
     let max_delay = cmd.worker.probe_max_delay;
     tokio::spawn(report::publish(
         pauses.connection(),

@@ -96,6 +96,17 @@ impl PauseStore {
                 pubsub.subscribe(self.channel()).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };
+            // An unreachable Redis must not stall the periodic re-read.
+            let subscribed = async {
+                tokio::time::timeout(POLL, subscribed)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "subscribing timed out",
+                        )))
+                    })
+            };
             let pubsub = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 p = subscribed => p,

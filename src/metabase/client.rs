@@ -170,6 +170,14 @@ impl MetabaseClient {
         c
     }
 
+    /// The same client (credentials shared) outside the gate: for readiness and the probes,
+    /// which must neither queue behind jobs for the budget nor count as the jobs' traffic.
+    pub fn without_gate(&self) -> Self {
+        let mut c = self.clone();
+        c.gate = None;
+        c
+    }
+
     /// Sends every later request of this client (and of clones made after) through `gate`.
     pub fn with_gate(mut self, gate: Arc<dyn RequestGate>) -> Self {
         self.gate = Some(gate);
