@@ -157,7 +157,14 @@ async fn start_intake(
             "Metabase budget: requests of all workers of the prefix together"
         );
     }
-    let gate = Arc::new(MetabaseGate::new(budget, intake.clone()));
+    let gate = Arc::new(MetabaseGate::new(
+        budget,
+        cmd.worker.breaker,
+        intake.clone(),
+    ));
+    if !cmd.worker.breaker {
+        tracing::warn!("MBPROV_BREAKER=off: jobs spend their retries while Metabase is down");
+    }
     let mb = mb.with_gate(gate.clone());
     let probe_client = mb.with_retries(0).without_gate();
     let max_delay = cmd.worker.probe_max_delay;
@@ -177,13 +184,15 @@ async fn start_intake(
         max_delay,
         shutdown.clone(),
     ));
-    tokio::spawn(probe::close_breaker(
-        probe_client,
-        gate.breaker(),
-        intake.clone(),
-        max_delay,
-        shutdown.clone(),
-    ));
+    if let Some(breaker) = gate.breaker() {
+        tokio::spawn(probe::close_breaker(
+            probe_client,
+            breaker,
+            intake.clone(),
+            max_delay,
+            shutdown.clone(),
+        ));
+    }
     Ok((intake, mb))
 }
 

@@ -110,21 +110,22 @@ impl FleetBudget {
 /// The worker's [`RequestGate`]: waits for the budget, then feeds each outcome to the breaker.
 pub struct MetabaseGate {
     budget: Option<FleetBudget>,
-    breaker: Arc<Mutex<Breaker>>,
+    /// `None`: the breaker is switched off (`MBPROV_BREAKER=off`).
+    breaker: Option<Arc<Mutex<Breaker>>>,
     intake: Intake,
 }
 
 impl MetabaseGate {
-    pub fn new(budget: Option<FleetBudget>, intake: Intake) -> Self {
+    pub fn new(budget: Option<FleetBudget>, breaker: bool, intake: Intake) -> Self {
         MetabaseGate {
             budget,
-            breaker: Arc::new(Mutex::new(Breaker::default())),
+            breaker: breaker.then(|| Arc::new(Mutex::new(Breaker::default()))),
             intake,
         }
     }
 
     /// The breaker, for the probe that closes it.
-    pub fn breaker(&self) -> Arc<Mutex<Breaker>> {
+    pub fn breaker(&self) -> Option<Arc<Mutex<Breaker>>> {
         self.breaker.clone()
     }
 }
@@ -143,8 +144,8 @@ impl RequestGate for MetabaseGate {
     }
 
     fn record(&self, outcome: RequestOutcome) {
-        let opened = self
-            .breaker
+        let Some(breaker) = &self.breaker else { return };
+        let opened = breaker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .record(Instant::now(), outcome);

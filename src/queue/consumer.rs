@@ -101,7 +101,7 @@ pub async fn run_gated_worker(
             _ = shutdown.cancelled() => break,
             session = opened => session?,
         };
-        tracing::info!(url = %redacted(&cfg.amqp_url), queue = %topology.jobs_queue(), "consuming jobs");
+        tracing::info!(url = %redacted(&cfg.amqp_url), queue = %topology.jobs_queue(), "connected to the broker");
         let mut session = session;
         let lost = session
             .consume(

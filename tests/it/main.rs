@@ -21,6 +21,7 @@ mod lock_redis;
 mod models_roundtrip;
 mod ops_server;
 mod queue_cli;
+mod queue_intake;
 mod queue_worker;
 mod schemas;
 mod store_redis;
