@@ -57,6 +57,24 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         file: cmd.metabase.api_key_file.clone(),
     };
     let (intake, mb) = start_intake(&cmd, mb, &key_source, &shutdown).await?;
+    // Served before Metabase is reached, so a worker waiting for a working key says why.
+    let ops = match http_addr {
+        Some(addr) => {
+            let check = Arc::new(Readiness {
+                amqp_url: cmd.broker.amqp_url.clone(),
+                store: store.clone(),
+                mb: mb.with_retries(0).without_gate(),
+                intake: intake.clone(),
+            });
+            let server = crate::ops::server::serve(addr, check, metrics, shutdown.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(addr = %server.local_addr(), "health and metrics endpoint listening");
+            Some(server)
+        }
+        None => None,
+    };
+
     let instance = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         i = wait_for_metabase(&mb, &key_source) => i?,
@@ -92,23 +110,6 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
     };
     let runner = JobRunner::new(ctx, cmd.worker.max_attempts)
         .abort_on_kind(std::env::var("MBPROV_TEST_ABORT_ON_KIND").ok());
-
-    let ops = match http_addr {
-        Some(addr) => {
-            let check = Arc::new(Readiness {
-                amqp_url: cmd.broker.amqp_url.clone(),
-                store: store.clone(),
-                mb: mb.with_retries(0).without_gate(),
-                intake: intake.clone(),
-            });
-            let server = crate::ops::server::serve(addr, check, metrics, shutdown.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::info!(addr = %server.local_addr(), "health and metrics endpoint listening");
-            Some(server)
-        }
-        None => None,
-    };
 
     let cfg = WorkerQueueConfig::from_args(&cmd.broker, &cmd.worker);
     let result = run_gated_worker(cfg, Arc::new(runner), intake, shutdown.clone()).await;

@@ -63,11 +63,16 @@ fn write_key(path: &std::path::Path, key: &str) {
 }
 
 async fn new_api_key(stack: &Stack, name: &str) -> (i64, String) {
+    new_api_key_in(stack, name, 2).await
+}
+
+/// A key in group `group_id` (2: Administrators; 1: All Users, no admin rights).
+async fn new_api_key_in(stack: &Stack, name: &str, group_id: i64) -> (i64, String) {
     let r = stack
         .emu_send(
             Method::POST,
             "/api/api-key",
-            json!({"name": name, "group_id": 2}),
+            json!({"name": name, "group_id": group_id}),
         )
         .await;
     assert!(r.status().is_success(), "create key: {}", r.status());
@@ -179,6 +184,55 @@ async fn a_key_rotated_in_its_file_heals_the_worker_and_nothing_is_dead_lettered
         returned >= 1.0,
         "in-flight jobs refused went back to the queue"
     );
+    stack.teardown().await;
+}
+
+#[tokio::test]
+async fn a_worker_started_with_a_key_that_is_no_longer_admin_waits_then_heals() {
+    let mut stack = Stack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("api-key");
+    // A working key outside the Administrators group: 403 on the admin-only routes.
+    let (_, demoted) = new_api_key_in(&stack, "demoted", 1).await;
+    write_key(&key_file, &demoted);
+    let key_path = key_file.to_string_lossy().into_owned();
+    let w = stack
+        .spawn_worker_serving(&[
+            ("METABASE_API_KEY", ""),
+            ("METABASE_API_KEY_FILE", &key_path),
+            ("MBPROV_PROBE_MAX_DELAY", "1s"),
+        ])
+        .await;
+    let port = stack.worker_http_port(w);
+    let reason = eventually("readiness 503 naming the key", || async {
+        let (status, body) = readyz(port).await?;
+        let reason = body["reason"].as_str().unwrap_or("").to_owned();
+        (status == 503 && reason.starts_with("authentication")).then_some(reason)
+    })
+    .await;
+    assert!(reason.contains("not an Administrators key"), "{reason}");
+    eventually("the start-up refusal logged", || async {
+        stack
+            .worker_log(w)
+            .contains("Metabase refuses the API key")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(status_json(&stack).await["consumers"], 0);
+
+    let (_, admin) = new_api_key(&stack, "admin again").await;
+    write_key(&key_file, &admin);
+    eventually("the worker consuming with the new key", || async {
+        (status_json(&stack).await["consumers"] == 1).then_some(())
+    })
+    .await;
+    eventually("readiness 200", || async {
+        (readyz(port).await?.0 == 200).then_some(())
+    })
+    .await;
+    stack.publish(&[tenant_created(1)]).await;
+    stack.wait_done("tenant-1-created").await;
+    assert!(stack.dead_letters().await.is_empty());
     stack.teardown().await;
 }
 
