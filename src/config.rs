@@ -80,6 +80,24 @@ pub struct WorkerArgs {
     /// Per-kind deadlines overriding `MBPROV_JOB_DEADLINE`, e.g. `users.synced=10m`.
     #[arg(long, env = "MBPROV_JOB_DEADLINES", default_value = "users.synced=10m,permissions.applied=5m", value_parser = crate::jobs::deadline::parse_kind_deadlines)]
     pub job_deadlines: crate::jobs::deadline::KindDeadlines,
+    /// Requests per second that all workers of the prefix send to Metabase together (unset: no cap).
+    #[arg(long, env = "MBPROV_METABASE_RPS", value_parser = crate::intake::budget::parse_rps)]
+    pub metabase_rps: Option<f64>,
+    /// `off` disables the circuit breaker (jobs then spend their retries during an outage).
+    #[arg(long, env = "MBPROV_BREAKER", default_value = "on", value_parser = parse_switch)]
+    pub breaker: bool,
+    /// Longest pause between two probes of Metabase while intake is held (refused key, breaker).
+    #[arg(long, env = "MBPROV_PROBE_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
+    pub probe_max_delay: Duration,
+}
+
+/// `on` or `off` (also `true`/`false`, `1`/`0`).
+pub fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("{s:?} is neither `on` nor `off`")),
+    }
 }
 
 /// The base delays of the retry tiers, in order.
@@ -126,5 +144,18 @@ mod tests {
         assert!(parse_delays("").is_err());
         assert!(parse_delays("0s").is_err());
         assert!(parse_delays("soon").is_err());
+    }
+
+    #[test]
+    fn switches() {
+        for (input, want) in [
+            ("on", Some(true)),
+            ("OFF", Some(false)),
+            (" 1 ", Some(true)),
+            ("0", Some(false)),
+            ("maybe", None),
+        ] {
+            assert_eq!(parse_switch(input).ok(), want, "{input:?}");
+        }
     }
 }

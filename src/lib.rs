@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod error;
 pub mod graph;
 pub mod graph_writer;
+pub mod intake;
 pub mod jobs;
 pub mod lock;
 pub mod metabase;

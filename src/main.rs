@@ -29,8 +29,12 @@ enum Command {
     Publish(cli::publish::PublishArgs),
     /// List, inspect, replay or purge dead-lettered jobs.
     Dlq(cli::dlq::DlqArgs),
-    /// Depth of the work, retry and dead-letter queues, and the number of consumers.
+    /// Depth of the queues, consumers, and each worker's intake (open, paused, key refused, breaker).
     Status(cli::status::StatusArgs),
+    /// Stop every worker of the prefix from taking jobs (stored: survives restarts).
+    Pause(cli::pause::PauseArgs),
+    /// Let the workers of the prefix take jobs again.
+    Resume(cli::pause::ResumeArgs),
     /// Print the changes needed for Metabase to match a permissions document (exit 2: drift).
     Plan(cli::plan::PlanArgs),
     /// Make Metabase match a permissions document, then check that no drift remains.
@@ -65,6 +69,8 @@ fn main() -> ExitCode {
             Command::Publish(args) => cli::publish::run(args).await,
             Command::Dlq(args) => cli::dlq::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
+            Command::Pause(args) => cli::pause::pause(args).await,
+            Command::Resume(args) => cli::pause::resume(args).await,
             Command::Plan(args) => cli::plan::plan(args).await,
             Command::Apply(args) => cli::plan::apply(args).await,
             Command::Audit(args) => cli::audit::run(args).await,

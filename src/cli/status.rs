@@ -1,8 +1,12 @@
-//! `mbprov status`: how much work is waiting where, and how many workers take it.
+//! `mbprov status`: how much work is waiting where, how many workers take it, and whether
+//! they take it now (each worker's intake: open, paused, key refused, breaker open).
 
 use std::process::ExitCode;
 
-use crate::config::{BrokerArgs, RetryDelays};
+use crate::config::{BrokerArgs, RedisArgs, RetryDelays};
+use crate::intake::PauseInfo;
+use crate::intake::pause::PauseStore;
+use crate::intake::report::{self, WorkerReport};
 use crate::queue::retry::RetryPolicy;
 use crate::queue::topology::Topology;
 use crate::queue::{Broker, QueueError, QueueStats};
@@ -28,28 +32,101 @@ pub struct StatusArgs {
     pub broker: BrokerArgs,
     #[command(flatten)]
     pub tiers: RetryTierArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The intake part of the status, from Redis.
+#[derive(Debug, serde::Serialize)]
+struct IntakeStatus {
+    paused: Option<PauseInfo>,
+    workers: Vec<WorkerReport>,
+}
+
+async fn intake_status(args: &StatusArgs) -> Result<IntakeStatus, String> {
+    let store = PauseStore::connect(&args.redis.redis_url, &args.broker.prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    let paused = store.get().await.map_err(|e| e.to_string())?;
+    let mut conn = store.connection();
+    let workers = report::read_all(&mut conn, &args.broker.prefix)
+        .await
+        .map_err(|e| format!("redis: {e}"))?;
+    Ok(IntakeStatus { paused, workers })
 }
 
 pub async fn run(args: StatusArgs) -> ExitCode {
     super::report(status(args).await)
 }
 
-async fn status(args: StatusArgs) -> Result<(), QueueError> {
-    let broker = Broker::connect(&args.broker.amqp_url, args.tiers.topology(&args.broker)).await?;
+async fn status(args: StatusArgs) -> Result<(), String> {
+    let broker = Broker::connect(&args.broker.amqp_url, args.tiers.topology(&args.broker))
+        .await
+        .map_err(|e: QueueError| e.to_string())?;
     let stats = broker.queue_stats().await;
     broker.close().await;
-    let stats = stats?;
+    let stats = stats.map_err(|e| e.to_string())?;
+    let intake = intake_status(&args).await;
     if args.json {
         let consumers = stats.first().map_or(0, |s| s.consumers);
-        let doc = serde_json::json!({ "queues": stats, "consumers": consumers });
+        let intake = match &intake {
+            Ok(i) => serde_json::json!(i),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        let doc = serde_json::json!({ "queues": stats, "consumers": consumers, "intake": intake });
         println!("{doc}");
     } else {
         print!("{}", table(&stats));
+        if let Ok(i) = &intake {
+            print!("\n{}", intake_table(i));
+        }
     }
-    Ok(())
+    intake
+        .map(drop)
+        .map_err(|e| format!("cannot read the intake state: {e}"))
+}
+
+fn intake_table(i: &IntakeStatus) -> String {
+    let mut out = match &i.paused {
+        Some(p) => format!(
+            "INTAKE  paused since {}{} (mbprov resume)\n",
+            p.since,
+            p.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        None => "INTAKE  not paused\n".to_owned(),
+    };
+    if i.workers.is_empty() {
+        out.push_str("no worker reported in the last 15 s\n");
+        return out;
+    }
+    let width = i
+        .workers
+        .iter()
+        .map(|w| w.worker.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&format!(
+        "{:<width$}  {:<22}  {:>6}  DETAIL\n",
+        "WORKER", "INTAKE", "RPS"
+    ));
+    for w in &i.workers {
+        let rps = w.metabase_rps.map_or("-".to_owned(), |r| r.to_string());
+        out.push_str(&format!(
+            "{:<width$}  {:<22}  {:>6}  {}\n",
+            w.worker,
+            w.intake.join(","),
+            rps,
+            w.detail
+        ));
+    }
+    out
 }
 
 fn table(stats: &[QueueStats]) -> String {

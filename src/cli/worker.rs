@@ -10,12 +10,16 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BrokerArgs, MetabaseArgs, RedisArgs, WorkerArgs};
-use crate::error::Classify;
+use crate::error::{Classify, ErrorClass};
 use crate::graph_writer::{GraphWriter, WriterConfig};
+use crate::intake::budget::{FleetBudget, MetabaseGate};
+use crate::intake::pause::PauseStore;
+use crate::intake::probe::{self, KeyCheck, KeySource};
+use crate::intake::{Event, Intake, Readiness as GateReadiness, report};
 use crate::jobs::{Context, JobRunner};
-use crate::metabase::{MetabaseClient, MetabaseError};
+use crate::metabase::{ApiKey, Auth, MetabaseClient, MetabaseError};
 use crate::ops::server::ReadinessCheck;
-use crate::queue::{WorkerQueueConfig, run_worker};
+use crate::queue::{WorkerQueueConfig, run_gated_worker};
 use crate::store::JobStore;
 
 use super::instance::{Instance, metabase_client};
@@ -49,9 +53,31 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         .notify(|e, wait| tracing::warn!(error = %e, ?wait, "Redis unavailable, retrying"))
         .await
         .map_err(|e| e.to_string())?;
+    let key_source = KeySource {
+        file: cmd.metabase.api_key_file.clone(),
+    };
+    let (intake, mb) = start_intake(&cmd, mb, &key_source, &shutdown).await?;
+    // Served before Metabase is reached, so a worker waiting for a working key says why.
+    let ops = match http_addr {
+        Some(addr) => {
+            let check = Arc::new(Readiness {
+                amqp_url: cmd.broker.amqp_url.clone(),
+                store: store.clone(),
+                mb: mb.with_retries(0).without_gate(),
+                intake: intake.clone(),
+            });
+            let server = crate::ops::server::serve(addr, check, metrics, shutdown.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(addr = %server.local_addr(), "health and metrics endpoint listening");
+            Some(server)
+        }
+        None => None,
+    };
+
     let instance = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        i = wait_for_metabase(&mb) => i?,
+        i = wait_for_metabase(&mb, &key_source) => i?,
     };
     tracing::info!(
         version = instance.version_tag.as_deref().unwrap_or("unknown"),
@@ -89,24 +115,8 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         )
         .abort_on_kind(std::env::var("MBPROV_TEST_ABORT_ON_KIND").ok());
 
-    let ops = match http_addr {
-        Some(addr) => {
-            let check = Arc::new(Readiness {
-                amqp_url: cmd.broker.amqp_url.clone(),
-                store: store.clone(),
-                mb: mb.clone(),
-            });
-            let server = crate::ops::server::serve(addr, check, metrics, shutdown.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::info!(addr = %server.local_addr(), "health and metrics endpoint listening");
-            Some(server)
-        }
-        None => None,
-    };
-
     let cfg = WorkerQueueConfig::from_args(&cmd.broker, &cmd.worker);
-    let result = run_worker(cfg, Arc::new(runner), shutdown.clone()).await;
+    let result = run_gated_worker(cfg, Arc::new(runner), intake, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(server) = ops {
         let _ = server.stopped().await;
@@ -125,13 +135,92 @@ fn patient() -> ExponentialBuilder {
         .without_max_times()
 }
 
-async fn wait_for_metabase(mb: &MetabaseClient) -> Result<Instance, String> {
-    (|| Instance::read(mb))
+/// The intake gate and what moves it: the stored pause (read once before any job is taken,
+/// then followed), the Metabase client's gate (budget and breaker), the two probes, and this
+/// worker's report for `mbprov status`. Returns the client to use from now on.
+async fn start_intake(
+    cmd: &WorkerCommand,
+    mb: MetabaseClient,
+    key_source: &KeySource,
+    shutdown: &CancellationToken,
+) -> Result<(Intake, MetabaseClient), String> {
+    let prefix = cmd.broker.prefix.clone();
+    let intake = Intake::new();
+    let pauses = (|| PauseStore::connect(&cmd.redis.redis_url, &prefix))
         .retry(patient())
-        .when(|e: &MetabaseError| e.class().is_transient())
-        .notify(|e, wait| tracing::warn!(error = %e, ?wait, "Metabase unavailable, retrying"))
+        .notify(|e, wait| tracing::warn!(error = %e, ?wait, "Redis unavailable, retrying"))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if let Some(info) = pauses.get().await.map_err(|e| e.to_string())? {
+        intake.apply(Event::Paused(info));
+    }
+    let rps = cmd.worker.metabase_rps;
+    let budget = rps.map(|rps| FleetBudget::new(pauses.connection(), &prefix, rps));
+    if let Some(rps) = rps {
+        tracing::info!(
+            rps,
+            "Metabase budget: requests of all workers of the prefix together"
+        );
+    }
+    let gate = Arc::new(MetabaseGate::new(
+        budget,
+        cmd.worker.breaker,
+        intake.clone(),
+    ));
+    if !cmd.worker.breaker {
+        tracing::warn!("MBPROV_BREAKER=off: jobs spend their retries while Metabase is down");
+    }
+    let mb = mb.with_gate(gate.clone());
+    let probe_client = mb.with_retries(0).without_gate();
+    let max_delay = cmd.worker.probe_max_delay;
+    tokio::spawn(report::publish(
+        pauses.connection(),
+        prefix,
+        report::worker_id(),
+        intake.clone(),
+        rps,
+        shutdown.clone(),
+    ));
+    tokio::spawn(pauses.follow(intake.clone(), shutdown.clone()));
+    tokio::spawn(probe::heal_authentication(
+        probe_client.clone(),
+        key_source.clone(),
+        intake.clone(),
+        max_delay,
+        shutdown.clone(),
+    ));
+    if let Some(breaker) = gate.breaker() {
+        tokio::spawn(probe::close_breaker(
+            probe_client,
+            breaker,
+            intake.clone(),
+            max_delay,
+            shutdown.clone(),
+        ));
+    }
+    Ok((intake, mb))
+}
+
+/// Reads the instance facts, retrying while Metabase is unavailable or refuses the key (the
+/// key file is read again before each try, so a fixed secret is picked up without a restart).
+async fn wait_for_metabase(mb: &MetabaseClient, keys: &KeySource) -> Result<Instance, String> {
+    (|| async {
+        if let Some(file) = &keys.file
+            && let Ok(text) = std::fs::read_to_string(file)
+            && !text.trim().is_empty()
+        {
+            mb.set_auth(Auth::ApiKey(ApiKey::new(text)));
+        }
+        Instance::read(mb).await
+    })
+    .retry(patient())
+    .when(|e: &MetabaseError| e.class().is_transient() || e.class() == ErrorClass::Authentication)
+    .notify(|e, wait| match e.class() {
+        ErrorClass::Authentication => tracing::error!(error = %e, ?wait, "Metabase refuses the API key; re-reading METABASE_API_KEY_FILE and retrying"),
+        _ => tracing::warn!(error = %e, ?wait, "Metabase unavailable, retrying"),
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) {
@@ -152,24 +241,42 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
     });
 }
 
-/// `/readyz`: the broker, Redis and Metabase all answer.
+/// `/readyz`: intake is not held by a fault, and the broker, Redis and Metabase all answer,
+/// Metabase with the key (an authenticated probe: a revoked key shows even with no job).
 struct Readiness {
     amqp_url: String,
     store: JobStore,
     mb: MetabaseClient,
+    intake: Intake,
 }
 
 impl ReadinessCheck for Readiness {
+    fn paused(&self) -> Option<String> {
+        match self.intake.state().readiness() {
+            GateReadiness::Paused(text) => Some(text),
+            _ => None,
+        }
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
+            if let GateReadiness::NotReady(reason) = self.intake.state().readiness() {
+                return Err(reason);
+            }
             self.store
                 .ping()
                 .await
                 .map_err(|_| "redis is not answering".to_string())?;
-            self.mb
-                .health()
-                .await
-                .map_err(|_| "metabase is not answering".to_string())?;
+            match probe::check_key(&self.mb).await {
+                KeyCheck::Accepted => {}
+                KeyCheck::Refused(why) => {
+                    self.intake.apply(Event::AuthFailed(why));
+                    if let GateReadiness::NotReady(reason) = self.intake.state().readiness() {
+                        return Err(reason);
+                    }
+                }
+                KeyCheck::Unknown(_) => return Err("metabase is not answering".to_string()),
+            }
             let conn = crate::queue::broker::connect(&self.amqp_url, "mbprov readiness probe")
                 .await
                 .map_err(|_| "the broker is not answering".to_string())?;

@@ -9,6 +9,9 @@
 //!   `{"method","path","status"}` (that one route answers `status`) or `null` to clear it.
 //!   `drop_reply` `{"method","path","times"?}` (default 1) applies the next `times` requests to
 //!   that route and closes the connection without answering; `null` clears it.
+//! - `POST /_emulator/revoke-api-key` `{"id": N}`: deletes a key made with `POST /api/api-key`,
+//!   as Metabase's `DELETE /api/api-key/:id` does (../shared/metabase-api.md section 8): later
+//!   requests with it are unauthenticated (401). Answers `{"revoked": bool}`.
 //! - `POST /_emulator/seed` `{"tenants": N}`: answers `{"tenants": [{"index","group_id",
 //!   "user_id","collection_id"}], "data_revision", "collection_revision"}`.
 
@@ -32,6 +35,7 @@ pub fn router() -> Router<App> {
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/faults", post(faults))
         .route("/_emulator/seed", post(seed))
+        .route("/_emulator/revoke-api-key", post(revoke_api_key))
 }
 
 /// The state dump: `users` (with `group_ids` and `login_attributes`), `groups`, `memberships`,
@@ -113,6 +117,16 @@ async fn faults(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {
         .set_drop_reply_from(&body)
         .map_err(ApiError::bad_request)?;
     Ok(Json(json!(app.faults.settings())))
+}
+
+async fn revoke_api_key(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = json_body(&body)?;
+    let id = body
+        .get("id")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ApiError::bad_request("id must be the integer id of an API key"))?;
+    let revoked = app.state.lock().await.api_keys.remove(&id).is_some();
+    Ok(Json(json!({"revoked": revoked})))
 }
 
 async fn seed(State(app): State<App>, body: Bytes) -> ApiResult<Json<Value>> {

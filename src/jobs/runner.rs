@@ -93,7 +93,14 @@ impl JobRunner {
                     let class = e.class();
                     let last = class == ErrorClass::Permanent || incoming.attempt >= self.max_attempts;
                     tracing::warn!(class = %class, error = %e, "job failed");
-                    let outcome = if last { JobOutcome::Dead } else { JobOutcome::Retried };
+                    // A refused key is not the job's failure: it goes back untouched.
+                    let outcome = if class == ErrorClass::Authentication {
+                        JobOutcome::Returned
+                    } else if last {
+                        JobOutcome::Dead
+                    } else {
+                        JobOutcome::Retried
+                    };
                     (outcome, JobResult::Failed { class, error: e.to_string() })
                 }
             };

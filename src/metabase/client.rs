@@ -1,5 +1,8 @@
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::Method;
@@ -66,12 +69,46 @@ impl ClientConfig {
     }
 }
 
+/// How one request to Metabase ended, as a [`RequestGate`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Metabase answered with this status.
+    Answered(u16),
+    /// No answer in time.
+    TimedOut,
+    /// No answer at all (connection refused, reset, TLS...).
+    Unreachable,
+}
+
+/// A hook around every request the client sends (each retry included), so a process can pace
+/// its requests and watch Metabase's health without the client knowing how (Redis, counters).
+pub trait RequestGate: Send + Sync {
+    /// Resolves when the request may be sent (waits, never fails).
+    fn admit(&self) -> BoxFuture<'_, ()>;
+    /// Called once per request sent, with how it ended.
+    fn record(&self, outcome: RequestOutcome);
+}
+
 /// The Metabase REST client. Cheap to clone (one connection pool).
-#[derive(Clone, Debug)]
+///
+/// The credentials are shared by every clone and can be swapped at run time
+/// ([`MetabaseClient::set_auth`]), so a rotated API key reaches every later request.
+#[derive(Clone)]
 pub struct MetabaseClient {
     http: reqwest::Client,
     base: Url,
     config: ClientConfig,
+    auth: Arc<RwLock<Auth>>,
+    gate: Option<Arc<dyn RequestGate>>,
+}
+
+impl fmt::Debug for MetabaseClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetabaseClient")
+            .field("base", &self.base.as_str())
+            .field("gated", &self.gate.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether a request may be sent again after it may have reached the server.
@@ -103,14 +140,49 @@ impl MetabaseClient {
             .user_agent(concat!("mbprov/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| MetabaseError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(MetabaseClient { http, base, config })
+        let auth = Arc::new(RwLock::new(config.auth.clone()));
+        Ok(MetabaseClient {
+            http,
+            base,
+            config,
+            auth,
+            gate: None,
+        })
     }
 
-    /// The same client authenticating differently (bootstrap: session, then API key).
+    /// The same client authenticating differently (bootstrap: session, then API key). The
+    /// copy has its own credentials: swapping them does not touch this client.
     pub fn with_auth(&self, auth: Auth) -> Self {
         let mut c = self.clone();
-        c.config.auth = auth;
+        c.config.auth = auth.clone();
+        c.auth = Arc::new(RwLock::new(auth));
         c
+    }
+
+    /// Replaces the credentials of this client and of every clone sharing them (a rotated key).
+    pub fn set_auth(&self, auth: Auth) {
+        *self.auth.write().unwrap_or_else(PoisonError::into_inner) = auth;
+    }
+
+    /// The same client (credentials and gate shared) without fast retries: one probe, one request.
+    pub fn with_retries(&self, retries: usize) -> Self {
+        let mut c = self.clone();
+        c.config.retries = retries;
+        c
+    }
+
+    /// The same client (credentials shared) outside the gate: for readiness and the probes,
+    /// which must neither queue behind jobs for the budget nor count as the jobs' traffic.
+    pub fn without_gate(&self) -> Self {
+        let mut c = self.clone();
+        c.gate = None;
+        c
+    }
+
+    /// Sends every later request of this client (and of clones made after) through `gate`.
+    pub fn with_gate(mut self, gate: Arc<dyn RequestGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     pub fn base_url(&self) -> &Url {
@@ -187,23 +259,36 @@ impl MetabaseClient {
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, MetabaseError> {
         let mut req = self.http.request(method.clone(), url);
-        req = match &self.config.auth {
-            Auth::ApiKey(k) => req.header("x-api-key", k.expose()),
-            Auth::Session(s) => req.header("X-Metabase-Session", s.expose()),
-            Auth::None => req,
+        req = {
+            // Read per request: a key swapped by the auth probe applies from the next send.
+            let auth = self.auth.read().unwrap_or_else(PoisonError::into_inner);
+            match &*auth {
+                Auth::ApiKey(k) => req.header("x-api-key", k.expose()),
+                Auth::Session(s) => req.header("X-Metabase-Session", s.expose()),
+                Auth::None => req,
+            }
         };
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
+        }
+        if let Some(gate) = &self.gate {
+            gate.admit().await;
         }
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
                 crate::ops::metrics::metabase_request(method.as_str(), None);
-                return Err(transport_error(method, route, &e));
+                let e = transport_error(method, route, &e);
+                self.record(match e {
+                    MetabaseError::Timeout { .. } => RequestOutcome::TimedOut,
+                    _ => RequestOutcome::Unreachable,
+                });
+                return Err(e);
             }
         };
         let status = resp.status();
         crate::ops::metrics::metabase_request(method.as_str(), Some(status.as_u16()));
+        self.record(RequestOutcome::Answered(status.as_u16()));
         let bytes = resp
             .bytes()
             .await
@@ -217,6 +302,14 @@ impl MetabaseClient {
             status: status.as_u16(),
             message: message_from_body(&String::from_utf8_lossy(&bytes)),
         })
+    }
+}
+
+impl MetabaseClient {
+    fn record(&self, outcome: RequestOutcome) {
+        if let Some(gate) = &self.gate {
+            gate.record(outcome);
+        }
     }
 }
 

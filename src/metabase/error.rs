@@ -125,14 +125,40 @@ impl Classify for MetabaseError {
             MetabaseError::OutcomeUnknown { .. } | MetabaseError::Timeout { .. } => {
                 ErrorClass::OutcomeUnknown
             }
-            MetabaseError::Status { status, .. }
-                if *status >= 500 || *status == 429 || *status == 409 =>
-            {
-                ErrorClass::Transient
-            }
+            MetabaseError::Status { status, route, .. } => status_class(*status, route),
             _ => ErrorClass::Permanent,
         }
     }
+}
+
+/// The class of an HTTP error status on `route` (the path sent, e.g. `/api/user/7`).
+///
+/// 401 is Metabase's answer to missing or unknown credentials (`response-unauthentic` in
+/// `src/metabase/server/middleware/session.clj`, ../shared/metabase-api.md section 8): the key
+/// is wrong, not the job. A 403 means the key lost its rights only on routes that check
+/// nothing but superuser status, since mbprov's key is an Administrators key: `/api/user`
+/// (list, create, update, deactivate), `/api/permissions/*` (`fetch-groups-test` and the other
+/// permissions API tests: "as rasta → 403", ../shared/metabase-test-facts.md items 2, 10, 15,
+/// 35) and `/api/collection/graph`. Elsewhere a 403 can be the job's own doing (writing into
+/// the Trash, `/api/setup` after the first user, sandboxes without the token feature answer 403
+/// too), so it stays permanent.
+fn status_class(status: u16, route: &str) -> ErrorClass {
+    match status {
+        401 => ErrorClass::Authentication,
+        403 if superuser_only(route) => ErrorClass::Authentication,
+        409 | 429 => ErrorClass::Transient,
+        s if s >= 500 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// Routes on which a superuser is never refused.
+fn superuser_only(route: &str) -> bool {
+    let path = route.split('?').next().unwrap_or(route);
+    path == "/api/user"
+        || (path.starts_with("/api/user/") && path != "/api/user/current")
+        || path.starts_with("/api/permissions/")
+        || path == "/api/collection/graph"
 }
 
 /// Metabase's own message from an error body: plain text, `{"message"}`, or `{"errors": {field: msg}}`.
@@ -204,9 +230,10 @@ mod tests {
         for s in [500, 502, 503, 429, 409] {
             assert_eq!(status(s).class(), ErrorClass::Transient, "{s}");
         }
-        for s in [400, 401, 402, 403, 404] {
+        for s in [400, 402, 403, 404] {
             assert_eq!(status(s).class(), ErrorClass::Permanent, "{s}");
         }
+        assert_eq!(status(401).class(), ErrorClass::Authentication);
         assert!(!status(409).is_retryable_now(Replay::Safe));
         let decode = MetabaseError::Decode {
             method: Method::GET,
@@ -269,6 +296,35 @@ mod tests {
                 "{what}: creating POST"
             );
             assert_eq!(e.is_outcome_unknown(), class == OutcomeUnknown, "{what}");
+        }
+    }
+
+    #[test]
+    fn authentication_is_a_401_or_a_403_where_a_superuser_is_never_refused() {
+        use ErrorClass::{Authentication as Auth, Permanent, Transient};
+        let table = [
+            (401, "/api/collection/7", Auth),
+            (401, "/api/user/current", Auth),
+            (401, "/api/mt/gtap", Auth),
+            (403, "/api/user", Auth),
+            (403, "/api/user/12", Auth),
+            (403, "/api/user/12/reactivate", Auth),
+            (403, "/api/permissions/group", Auth),
+            (403, "/api/permissions/membership/3/clear", Auth),
+            (403, "/api/permissions/graph", Auth),
+            (403, "/api/collection/graph", Auth),
+            (403, "/api/collection/graph?namespace=x", Auth),
+            (403, "/api/collection/9", Permanent),
+            (403, "/api/collection", Permanent),
+            (403, "/api/mt/gtap", Permanent),
+            (403, "/api/setup", Permanent),
+            (403, "/api/user/current", Permanent),
+            (403, "/api/users", Permanent),
+            (404, "/api/user/12", Permanent),
+            (503, "/api/user", Transient),
+        ];
+        for (status, route, want) in table {
+            assert_eq!(status_class(status, route), want, "{status} {route}");
         }
     }
 }

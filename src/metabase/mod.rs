@@ -15,7 +15,7 @@ mod session;
 mod tables;
 mod users;
 
-pub use client::{ApiKey, Auth, ClientConfig, MetabaseClient};
+pub use client::{ApiKey, Auth, ClientConfig, MetabaseClient, RequestGate, RequestOutcome};
 pub use error::MetabaseError;
 pub use graph::DataGraphPut;
 pub use users::UserQuery;

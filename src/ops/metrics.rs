@@ -7,7 +7,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 const JOBS_TOTAL: &str = "mbprov_jobs_total";
@@ -19,6 +19,17 @@ const GRAPH_WRITES_TOTAL: &str = "mbprov_graph_writes_total";
 const GRAPH_CONFLICTS_TOTAL: &str = "mbprov_graph_write_conflicts_total";
 const LOCK_WAIT: &str = "mbprov_lock_wait_seconds";
 const JOB_DEADLINE_EXCEEDED_TOTAL: &str = "mbprov_job_deadline_exceeded_total";
+const INTAKE_OPEN: &str = "mbprov_intake_open";
+const INTAKE_CLOSED: &str = "mbprov_intake_closed";
+const JOBS_RETURNED: &str = "mbprov_jobs_returned_total";
+const INTAKE_PROBES: &str = "mbprov_intake_probes_total";
+const BUDGET_WAIT: &str = "mbprov_metabase_budget_wait_seconds";
+
+/// Why intake can be closed: the `reason` label of the intake series (a fixed set).
+const HOLDS: &[&str] = &["paused", "authentication", "breaker"];
+
+/// The probes that re-open intake by themselves.
+const PROBES: &[&str] = &["authentication", "breaker"];
 
 /// The job kinds of CONTRACT.md section 4. Any other kind is recorded as `unknown`, so a flood
 /// of malformed envelopes cannot create unbounded label values.
@@ -54,14 +65,17 @@ pub enum JobOutcome {
     Dead,
     /// Its id had already completed; it was acknowledged without running.
     Duplicate,
+    /// Metabase refused the key: the job goes back to the queue without spending an attempt.
+    Returned,
 }
 
 impl JobOutcome {
-    pub const ALL: [JobOutcome; 4] = [
+    pub const ALL: [JobOutcome; 5] = [
         JobOutcome::Done,
         JobOutcome::Retried,
         JobOutcome::Dead,
         JobOutcome::Duplicate,
+        JobOutcome::Returned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +84,7 @@ impl JobOutcome {
             JobOutcome::Retried => "retried",
             JobOutcome::Dead => "dead",
             JobOutcome::Duplicate => "duplicate",
+            JobOutcome::Returned => "returned",
         }
     }
 }
@@ -95,6 +110,7 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     let recorder = PrometheusBuilder::new()
         .set_buckets(JOB_DURATION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(LOCK_WAIT.to_owned()), LOCK_WAIT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BUDGET_WAIT.to_owned()), LOCK_WAIT_BUCKETS)?
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::OtherRecorderInstalled)?;
@@ -151,6 +167,41 @@ fn describe_and_zero() {
         counter!(GRAPH_CONFLICTS_TOTAL, "graph" => *graph).absolute(0);
     }
     let _ = histogram!(LOCK_WAIT);
+    describe_intake();
+}
+
+fn describe_intake() {
+    describe_gauge!(
+        INTAKE_OPEN,
+        "1 while this worker takes jobs, 0 while its intake is closed (see mbprov_intake_closed)."
+    );
+    describe_gauge!(
+        INTAKE_CLOSED,
+        "1 while intake is held for this reason: paused, authentication or breaker."
+    );
+    describe_counter!(
+        JOBS_RETURNED,
+        "Jobs put back on the work queue without spending an attempt, by the hold that caused it."
+    );
+    describe_counter!(
+        INTAKE_PROBES,
+        "Probes of Metabase while intake is held, by probe and result (ok, failed)."
+    );
+    describe_histogram!(
+        BUDGET_WAIT,
+        "Time a request to Metabase waited for the fleet's budget (MBPROV_METABASE_RPS)."
+    );
+    gauge!(INTAKE_OPEN).set(1.0);
+    for hold in HOLDS {
+        gauge!(INTAKE_CLOSED, "reason" => *hold).set(0.0);
+        counter!(JOBS_RETURNED, "reason" => *hold).absolute(0);
+    }
+    for probe in PROBES {
+        for result in ["ok", "failed"] {
+            counter!(INTAKE_PROBES, "probe" => *probe, "result" => result).absolute(0);
+        }
+    }
+    let _ = histogram!(BUDGET_WAIT);
 }
 
 /// Without scrapes, histogram samples would pile up until the next render; fold them regularly.
@@ -225,6 +276,31 @@ pub fn lock_waited(elapsed: Duration) {
     histogram!(LOCK_WAIT).record(elapsed.as_secs_f64());
 }
 
+/// The holds now closing intake (empty: open). Labels outside the fixed set are ignored.
+pub fn intake_state(holds: &[crate::intake::Hold]) {
+    gauge!(INTAKE_OPEN).set(if holds.is_empty() { 1.0 } else { 0.0 });
+    for hold in crate::intake::Hold::ALL {
+        let closed = if holds.contains(&hold) { 1.0 } else { 0.0 };
+        gauge!(INTAKE_CLOSED, "reason" => hold.as_str()).set(closed);
+    }
+}
+
+/// A job went back to the work queue because of `hold`, without spending an attempt.
+pub fn job_returned(hold: crate::intake::Hold) {
+    counter!(JOBS_RETURNED, "reason" => hold.as_str()).increment(1);
+}
+
+/// A probe of Metabase (`authentication` or `breaker`) ended.
+pub fn intake_probe(probe: &'static str, ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!(INTAKE_PROBES, "probe" => probe, "result" => result).increment(1);
+}
+
+/// A request waited this long for the fleet's budget.
+pub fn budget_waited(elapsed: Duration) {
+    histogram!(BUDGET_WAIT).record(elapsed.as_secs_f64());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +321,6 @@ mod tests {
     #[test]
     fn outcome_labels() {
         let labels: Vec<_> = JobOutcome::ALL.iter().map(|o| o.as_str()).collect();
-        assert_eq!(labels, ["done", "retried", "dead", "duplicate"]);
+        assert_eq!(labels, ["done", "retried", "dead", "duplicate", "returned"]);
     }
 }

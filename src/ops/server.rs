@@ -25,6 +25,12 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// it is shown to whoever calls `/readyz`, so it must not contain secrets.
 pub trait ReadinessCheck: Send + Sync {
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;
+
+    /// `Some(text)` when the worker is ready but paused on purpose: `/readyz` then answers 200
+    /// `{"status": "paused", "reason": text}` (a pause is not a fault; see the README).
+    fn paused(&self) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +139,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )),
     };
     match outcome {
-        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
+        Ok(()) => match state.readiness.paused() {
+            Some(reason) => (
+                StatusCode::OK,
+                axum::Json(json!({"status": "paused", "reason": reason})),
+            )
+                .into_response(),
+            None => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
+        },
         Err(reason) => {
             tracing::debug!(%reason, "not ready");
             (

@@ -17,12 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::{QueueError, amqp, confirm_channel, connect, redacted};
 use super::headers;
+use super::hold::{held_back, send_back};
 use super::retry::RetryPolicy;
 use super::settle::Settler;
 use super::topology::Topology;
 use super::{Handler, IncomingJob, JobResult};
 use crate::config::{BrokerArgs, RetryDelays, WorkerArgs};
 use crate::error::ErrorClass;
+use crate::intake::{Event, GateState, Hold, Intake};
 
 /// What the worker loop needs to know about the broker and its own limits.
 #[derive(Clone, Debug)]
@@ -55,14 +57,28 @@ impl WorkerQueueConfig {
     }
 }
 
+/// [`run_gated_worker`] with an intake gate that nothing closes.
+pub async fn run_worker(
+    cfg: WorkerQueueConfig,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) -> Result<(), QueueError> {
+    run_gated_worker(cfg, handler, Intake::new(), shutdown).await
+}
+
 /// Consumes jobs until `shutdown` is cancelled, then stops taking new ones, gives in-flight
 /// handlers up to the grace period, leaves the rest unacknowledged (RabbitMQ redelivers them
 /// when the channel closes) and returns `Ok`. A lost connection is re-established with
 /// exponential backoff for as long as it takes; the loop returns an error only for a
 /// configuration it can never satisfy (none today: every broker error is worth retrying).
-pub async fn run_worker(
+///
+/// While `intake` is closed the worker has no consumer on `P.jobs`: it cancels its
+/// `basic.consume`, lets in-flight jobs finish, and puts the deliveries the broker had already
+/// sent it back on the queue ([`super::hold`]); it consumes again when the gate opens.
+pub async fn run_gated_worker(
     cfg: WorkerQueueConfig,
     handler: Arc<dyn Handler>,
+    intake: Intake,
     shutdown: CancellationToken,
 ) -> Result<(), QueueError> {
     let topology = cfg.topology();
@@ -85,9 +101,18 @@ pub async fn run_worker(
             _ = shutdown.cancelled() => break,
             session = opened => session?,
         };
-        tracing::info!(url = %redacted(&cfg.amqp_url), queue = %topology.jobs_queue(), "consuming jobs");
+        tracing::info!(url = %redacted(&cfg.amqp_url), queue = %topology.jobs_queue(), "connected to the broker");
+        let mut session = session;
         let lost = session
-            .consume(&cfg, &topology, &slots, &mut inflight, &handler, &shutdown)
+            .consume(
+                &cfg,
+                &topology,
+                &slots,
+                &mut inflight,
+                &handler,
+                &intake,
+                &shutdown,
+            )
             .await;
         match lost {
             None => {
@@ -114,7 +139,16 @@ struct Session {
     connection: Connection,
     consume: Channel,
     publish: Channel,
-    consumer: Consumer,
+    taking: Taking,
+}
+
+/// Whether the session has a consumer on `P.jobs`.
+enum Taking {
+    /// No consumer: intake is closed (or not opened yet).
+    Idle,
+    Consuming(Consumer),
+    /// Cancelled: what the broker had already sent still comes, then the stream ends.
+    Draining(Consumer),
 }
 
 impl Session {
@@ -131,8 +165,17 @@ impl Session {
             .basic_qos(cfg.concurrency.max(1), BasicQosOptions::default())
             .await
             .map_err(|source| amqp("set the prefetch", source))?;
+        Ok(Self {
+            connection,
+            consume,
+            publish,
+            taking: Taking::Idle,
+        })
+    }
+
+    async fn start_consuming(&self, topology: &Topology) -> Result<Consumer, QueueError> {
         let tag = format!("mbprov-worker-{}", uuid::Uuid::new_v4());
-        let consumer = consume
+        self.consume
             .basic_consume(
                 topology.jobs_queue().into(),
                 tag.into(),
@@ -140,23 +183,32 @@ impl Session {
                 FieldTable::default(),
             )
             .await
-            .map_err(|source| amqp(&format!("consume {}", topology.jobs_queue()), source))?;
-        Ok(Self {
-            connection,
-            consume,
-            publish,
-            consumer,
-        })
+            .map_err(|source| amqp(&format!("consume {}", topology.jobs_queue()), source))
+    }
+
+    /// Asks the broker to stop sending; the consumer then drains.
+    async fn stop_consuming(&mut self) -> Result<(), QueueError> {
+        if let Taking::Consuming(consumer) = std::mem::replace(&mut self.taking, Taking::Idle) {
+            let cancelled = self
+                .consume
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await;
+            self.taking = Taking::Draining(consumer);
+            cancelled.map_err(|source| amqp("cancel the consumer", source))?;
+        }
+        Ok(())
     }
 
     /// Runs until shutdown (`None`) or until the session is lost (`Some(reason)`).
+    #[allow(clippy::too_many_arguments)]
     async fn consume(
-        &self,
+        &mut self,
         cfg: &WorkerQueueConfig,
         topology: &Topology,
         slots: &Arc<Semaphore>,
         inflight: &mut JoinSet<()>,
         handler: &Arc<dyn Handler>,
+        intake: &Intake,
         shutdown: &CancellationToken,
     ) -> Option<String> {
         let settler = Arc::new(Settler {
@@ -165,20 +217,58 @@ impl Session {
             max_attempts: cfg.max_attempts,
         });
         let broken = CancellationToken::new();
-        let mut consumer = self.consumer.clone();
+        let mut gate = intake.subscribe();
         loop {
+            let open = gate.borrow_and_update().is_open();
+            match (&self.taking, open) {
+                (Taking::Idle, true) => match self.start_consuming(topology).await {
+                    Ok(consumer) => {
+                        tracing::info!(queue = %topology.jobs_queue(), "intake open: consuming");
+                        self.taking = Taking::Consuming(consumer);
+                    }
+                    Err(e) => return Some(e.to_string()),
+                },
+                (Taking::Consuming(_), false) => {
+                    tracing::info!(holds = %gate.borrow().summary(), "intake closed: no new jobs; in-flight ones finish");
+                    if let Err(e) = self.stop_consuming().await {
+                        return Some(e.to_string());
+                    }
+                }
+                _ => {}
+            }
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return None,
                 _ = broken.cancelled() => return Some("publishing a settled job failed".into()),
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => continue,
-                next = consumer.next() => next,
+                changed = gate.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => return None,
+                },
+                next = next_delivery(&mut self.taking) => next,
             };
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(e)) => return Some(e.to_string()),
+                None if matches!(self.taking, Taking::Draining(_)) => {
+                    self.taking = Taking::Idle;
+                    continue;
+                }
                 None => return Some("the broker cancelled the consumer".into()),
             };
+            let job = incoming_job(&delivery);
+            let closed = first_hold(&gate.borrow());
+            if let Some(hold) = closed {
+                // Sent before the broker saw the cancel, or while waiting: not started, so back.
+                inflight.spawn(send_back_task(
+                    delivery,
+                    job,
+                    hold,
+                    settler.clone(),
+                    broken.clone(),
+                ));
+                continue;
+            }
             let slot = tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 slot = slots.clone().acquire_owned() => match slot {
@@ -186,12 +276,22 @@ impl Session {
                     Err(_) => return None,
                 },
             };
-            let job = incoming_job(&delivery);
+            if let Some(hold) = first_hold(&gate.borrow()) {
+                inflight.spawn(send_back_task(
+                    delivery,
+                    job,
+                    hold,
+                    settler.clone(),
+                    broken.clone(),
+                ));
+                continue;
+            }
             inflight.spawn(process(
                 delivery,
                 job,
                 handler.clone(),
                 settler.clone(),
+                intake.clone(),
                 broken.clone(),
                 slot,
             ));
@@ -200,13 +300,8 @@ impl Session {
 
     /// Cancels the consumer, waits up to `grace` for in-flight handlers, then closes: whatever
     /// is still unacknowledged goes back to the queue.
-    async fn stop(self, grace: Duration, inflight: &mut JoinSet<()>) {
-        let tag = self.consumer.tag();
-        if let Err(e) = self
-            .consume
-            .basic_cancel(tag, BasicCancelOptions::default())
-            .await
-        {
+    async fn stop(mut self, grace: Duration, inflight: &mut JoinSet<()>) {
+        if let Err(e) = self.stop_consuming().await {
             tracing::warn!(error = %e, "cannot cancel the consumer");
         }
         drain(grace, inflight).await;
@@ -218,6 +313,19 @@ impl Session {
         let _ = self.publish.close(200, "shutting down".into()).await;
         let _ = self.connection.close(200, "shutting down".into()).await;
     }
+}
+
+/// The next delivery of the current consumer; never resolves without one.
+async fn next_delivery(taking: &mut Taking) -> Option<Result<Delivery, lapin::Error>> {
+    match taking {
+        Taking::Consuming(c) | Taking::Draining(c) => c.next().await,
+        Taking::Idle => std::future::pending().await,
+    }
+}
+
+/// The hold that closes the gate, if it is closed (the first, for the metric's label).
+fn first_hold(gate: &GateState) -> Option<Hold> {
+    gate.holds().first().copied()
 }
 
 /// Waits up to `grace` for in-flight jobs, then abandons the rest unacknowledged.
@@ -259,13 +367,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
+async fn send_back_task(
+    delivery: Delivery,
+    job: IncomingJob,
+    hold: Hold,
+    settler: Arc<Settler>,
+    broken: CancellationToken,
+) {
+    if let Err(e) = send_back(&settler.publish, &settler.topology, &delivery, &job, hold).await {
+        tracing::warn!(error = %e, routing_key = %job.routing_key, "cannot put a job back; it stays in the queue");
+        broken.cancel();
+    }
+}
+
 async fn process(
     delivery: Delivery,
     job: IncomingJob,
     handler: Arc<dyn Handler>,
     settler: Arc<Settler>,
+    intake: Intake,
     broken: CancellationToken,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) {
     // The handler runs in its own task so that a panic ends that task, not the worker.
     let for_handler = job.clone();
@@ -279,10 +401,23 @@ async fn process(
         },
         Err(_) => return,
     };
+    if let JobResult::Failed {
+        class: ErrorClass::Authentication,
+        error,
+    } = &result
+    {
+        intake.apply(Event::AuthFailed(error.clone()));
+    }
+    if let Some(hold) = held_back(&result, &intake.state()) {
+        drop(slot);
+        send_back_task(delivery, job, hold, settler, broken).await;
+        return;
+    }
     if let Err(e) = settler.settle(&delivery, &job, &result).await {
         tracing::warn!(error = %e, routing_key = %job.routing_key, "cannot settle a job; it stays in the queue");
         broken.cancel();
     }
+    drop(slot);
 }
 
 fn panic_text(payload: Box<dyn Any + Send>) -> String {

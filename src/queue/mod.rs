@@ -14,12 +14,13 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod envelope_id;
 pub mod headers;
+pub mod hold;
 pub mod retry;
 pub mod settle;
 pub mod topology;
 
 pub use broker::{Broker, QueueError, QueueStats};
-pub use consumer::{WorkerQueueConfig, run_worker};
+pub use consumer::{WorkerQueueConfig, run_gated_worker, run_worker};
 pub use envelope_id::envelope_id;
 
 /// One delivery, as the handler sees it.

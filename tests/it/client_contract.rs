@@ -406,11 +406,11 @@ async fn tables_and_sandboxes() {
 }
 
 #[tokio::test]
-async fn a_wrong_key_is_a_permanent_401_and_outages_are_transient() {
+async fn a_wrong_key_is_an_authentication_401_and_outages_are_transient() {
     let (emu, mb) = start(false).await;
     let wrong = mb.with_auth(Auth::ApiKey(ApiKey::new("nope")));
     let e = wrong.list_groups().await.unwrap_err();
-    assert_eq!(status(&e), (401, ErrorClass::Permanent));
+    assert_eq!(status(&e), (401, ErrorClass::Authentication));
     assert_eq!(e.message(), Some("Unauthenticated"));
     assert!(!e.to_string().contains("nope") && !e.to_string().contains(KEY));
 

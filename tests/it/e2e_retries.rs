@@ -22,7 +22,8 @@ fn attempts_seen(log: &str, job: &str) -> u32 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_survives_an_outage_with_growing_attempts() {
     let mut stack = Stack::start().await;
-    stack.spawn_worker().await;
+    // The retry tiers are under test: without the breaker, which would hold these jobs.
+    stack.spawn_worker_with(&[("MBPROV_BREAKER", "off")]).await;
     stack.faults(json!({"outage": true})).await;
     stack.publish(&[tenant_created(1)]).await;
     eventually("three failed attempts", || async {
@@ -47,7 +48,8 @@ async fn exhausted_jobs_are_dead_lettered_then_replayed_purged_and_never_leak_th
         ..StackOptions::default()
     })
     .await;
-    stack.spawn_worker().await;
+    // The retry tiers are under test: without the breaker, which would hold these jobs.
+    stack.spawn_worker_with(&[("MBPROV_BREAKER", "off")]).await;
     stack.faults(json!({"outage": true})).await;
     let user = json!({"id": "bob-upserted", "kind": "user.upserted",
                       "payload": {"email": "bob@acme.test", "groups": ["Tenant: 1"]}});

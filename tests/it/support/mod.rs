@@ -118,23 +118,7 @@ impl Stack {
     }
 
     pub async fn spawn_worker_with(&mut self, extra_env: &[(&str, &str)]) -> usize {
-        let port = free_port();
-        let i = self.start_worker_process(extra_env, Some(port));
-        let url = format!("http://127.0.0.1:{port}/healthz");
-        let http = self.http.clone();
-        eventually("the worker's health endpoint", || {
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
-        .await;
+        let i = self.spawn_worker_serving(extra_env).await;
         // Consuming starts right after the endpoint; wait for the consumer to be registered.
         let status_env = self.env();
         let expected = self
@@ -153,6 +137,29 @@ impl Stack {
                     .ok()?;
                 let v: Value = serde_json::from_slice(&out.stdout).ok()?;
                 (v["consumers"].as_u64()? >= expected).then_some(())
+            }
+        })
+        .await;
+        i
+    }
+
+    /// Starts a worker and waits for its health endpoint only, not for it to consume (a worker
+    /// of a paused fleet serves /readyz but has no consumer).
+    pub async fn spawn_worker_serving(&mut self, extra_env: &[(&str, &str)]) -> usize {
+        let port = free_port();
+        let i = self.start_worker_process(extra_env, Some(port));
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let http = self.http.clone();
+        eventually("the worker's health endpoint", || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
             }
         })
         .await;
