@@ -23,3 +23,4 @@ mod queue_cli;
 mod queue_worker;
 mod schemas;
 mod store_redis;
+mod traces;
