@@ -84,17 +84,9 @@ async fn send_all(broker: &Broker, batches: &[Vec<Value>]) -> Result<(), Publish
             properties = properties.with_message_id(id.into());
         }
         // One producer span per message; the worker's job span becomes its child.
-        let span = tracing::info_span!(
-            "publish",
-            otel.name = %format_args!("publish {kind}"),
-            otel.kind = "producer",
-            job_id = id.unwrap_or("-"),
-            kind,
-            trace_id = tracing::field::Empty,
-        );
-        crate::trace::record_trace_id(&span);
+        let span = crate::trace::producer_span("publish", kind, id);
         let mut headers = FieldTable::default();
-        span.in_scope(|| crate::trace::inject_current(&mut headers));
+        crate::trace::inject(&span, &mut headers);
         if !headers.inner().is_empty() {
             properties = properties.with_headers(headers);
         }

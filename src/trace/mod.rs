@@ -100,11 +100,32 @@ impl Injector for Carrier {
     }
 }
 
-/// Puts the current span's trace context into a message's headers: what `mbprov publish` and
-/// `dlq replay` call on each message they send, inside the span that stands for the send.
-/// A replayed dead letter gets the replaying command's context, replacing the one it died with.
+/// Puts the current span's trace context into a message's headers.
 pub fn inject_current(table: &mut FieldTable) {
     Carrier::current().write_to(table);
+}
+
+/// The span of sending one message (`operation` is `publish` or `replay`), with its trace id
+/// recorded for the log lines inside it. The job span of the worker that runs the message
+/// becomes its child once [`inject`] has put it in the message's headers.
+pub fn producer_span(operation: &str, kind: &str, job_id: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "send",
+        otel.name = %format_args!("{operation} {kind}"),
+        otel.kind = "producer",
+        job_id = job_id.unwrap_or("-"),
+        kind,
+        trace_id = tracing::field::Empty,
+    );
+    record_trace_id(&span);
+    span
+}
+
+/// Puts `span`'s trace context into a message's headers, replacing any it carried: what
+/// `mbprov publish` and `dlq replay` do to each message they send (a replayed dead letter
+/// joins the replaying command's trace, not the one it died in).
+pub fn inject(span: &tracing::Span, table: &mut FieldTable) {
+    span.in_scope(|| inject_current(table));
 }
 
 /// The parent a job continues: the message's `traceparent`, else the envelope's
