@@ -17,6 +17,7 @@ mod e2e_tenant;
 mod emulator_http;
 mod graph_writer;
 mod lock_redis;
+mod metric_names;
 mod models_roundtrip;
 mod ops_server;
 mod queue_cli;

@@ -271,7 +271,10 @@ fn the_asyncapi_document_is_valid_asyncapi_3() {
     assert!(!validator.is_valid(&broken));
     let mut v2_word = document.clone();
     v2_word["operations"]["publishJob"]["action"] = json!("publish");
-    assert!(!validator.is_valid(&v2_word), "AsyncAPI 3 knows only send/receive");
+    assert!(
+        !validator.is_valid(&v2_word),
+        "AsyncAPI 3 knows only send/receive"
+    );
 
     let mut refs = Vec::new();
     collect_refs(&document, &mut refs);
