@@ -64,9 +64,10 @@ pub fn init(
     let ansi = std::io::stderr().is_terminal();
     let (traces, export) = otlp::provider(runtime);
     subscriber(format, filter, std::io::stderr, ansi, Some(&traces)).try_init()?;
+    // Silent when export is simply off: commands' stderr stays theirs.
     match export {
         Ok(otlp::Export::Otlp) => tracing::debug!("exporting traces over OTLP/HTTP"),
-        Ok(otlp::Export::Off(why)) => tracing::debug!(why, "not exporting traces"),
+        Ok(otlp::Export::Off(_)) => {}
         Err(error) => tracing::warn!(%error, "not exporting traces"),
     }
     Ok(Telemetry { traces })
