@@ -96,6 +96,14 @@ pub fn headers() -> Vec<Header> {
             schema: date_time("RFC 3339 time of the latest failure."),
         },
         Header {
+            // CONTRACT.md section 8; `queue::headers` names it once `dlq replay --payload` lands.
+            name: "x-mbprov-edited-at",
+            carried: Carried::AfterFailure,
+            schema: date_time(
+                "RFC 3339 time at which `mbprov dlq replay ID --payload FILE` replaced the job's payload (keeping its id); stays with the job.",
+            ),
+        },
+        Header {
             name: headers::ERROR_CLASS,
             carried: Carried::DeadOnly,
             schema: json!({
