@@ -354,6 +354,84 @@ mod tests {
         assert!(parent_of(&broken, None).is_none());
     }
 
+    /// Keeps every finished span, for checking links without a collector.
+    #[derive(Clone, Debug, Default)]
+    struct Kept(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Kept {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn publish_job_and_request_spans_link_up_through_headers() {
+        let kept = Kept::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(kept.clone())
+            .build();
+        let filter = tracing_subscriber::EnvFilter::new("off");
+        let sub = crate::telemetry::subscriber(
+            crate::telemetry::LogFormat::Json,
+            filter,
+            std::io::sink,
+            false,
+            Some(&provider),
+        );
+        tracing::subscriber::with_default(sub, || {
+            let send = producer_span("publish", "user.upserted", Some("j-1"));
+            let mut table = FieldTable::default();
+            inject(&send, &mut table);
+            drop(send);
+            // What the worker does with the delivery's headers.
+            let carrier = Carrier::from_headers(Some(&table));
+            let job = tracing::info_span!("job", trace_id = tracing::field::Empty);
+            continue_trace(&job, &carrier, Some("0af7651916cd43dd8448eb211c80319c"));
+            job.in_scope(|| {
+                let _request = metabase_request_span("GET", "/api/user/12").entered();
+                record_response(Some(200));
+            });
+        });
+        let spans = kept.0.lock().unwrap().clone();
+        let named = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
+        };
+        let (send, job, request) = (
+            named("publish user.upserted"),
+            named("job"),
+            named("GET /api/user/:id"),
+        );
+        let trace = send.span_context.trace_id();
+        assert_eq!(
+            job.span_context.trace_id(),
+            trace,
+            "headers win over metadata"
+        );
+        assert_eq!(job.parent_span_id, send.span_context.span_id());
+        assert_eq!(request.span_context.trace_id(), trace);
+        assert_eq!(request.parent_span_id, job.span_context.span_id());
+        assert_eq!(request.span_kind, opentelemetry::trace::SpanKind::Client);
+        let attribute = |key: &str| {
+            request
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.to_string())
+        };
+        assert_eq!(attribute("http.route").as_deref(), Some("/api/user/:id"));
+        assert_eq!(
+            attribute("http.response.status_code").as_deref(),
+            Some("200")
+        );
+    }
+
     #[test]
     fn no_trace_no_headers() {
         // Without an OpenTelemetry layer the current span has no context: nothing is injected.
