@@ -27,6 +27,17 @@ def fail(message):
     print("FAIL:", message)
 
 
+def schema_accepts(chart_dir, values):
+    """Whether values.schema.json accepts the values merged over the defaults (as helm does)."""
+    with helm.Chart.load(chart_dir) as chart:
+        try:
+            chart.validate_schema(chart.merge_values(values))
+            return True
+        except helm.HelmValuesError as e:
+            print(f"values refused: {e}")
+            return False
+
+
 def render(chart_dir, values):
     with helm.Chart.load(chart_dir) as chart:
         rendered = chart.render(values, name="prov", namespace="mbprov")
@@ -129,11 +140,19 @@ def main(chart_dir):
         with open(os.path.join(ci_dir, name)) as f:
             cases.append((name, yaml.safe_load(f) or {}))
     for label, values in cases:
+        if not schema_accepts(chart_dir, values):
+            fail(f"{label}: values.schema.json refuses the values")
         docs = render(chart_dir, values)
         kinds = sorted(d["kind"] for _, d in docs)
         print(f"{label}: {len(docs)} objects: {', '.join(kinds)}")
         validate(label, docs)
         check_promises(label, docs, values)
+
+    # Values the schema must refuse, so it is not a no-op either.
+    for bad in ({"worker": {"concurrency": 0}}, {"metabase": {"url": "metabase:3000"}},
+                {"keda": {"maxReplicaCount": "lots"}}):
+        if schema_accepts(chart_dir, bad):
+            fail(f"values.schema.json accepted {bad}")
 
     # A broken manifest must fail: the validation is not a no-op.
     try:
