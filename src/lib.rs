@@ -4,6 +4,7 @@
 //! permission-graph logic), `lock` (Redis) and `metabase` (typed HTTP client). The `emulator`
 //! is a separate program behind `mbprov fake-metabase` that shares only `metabase::models`.
 
+pub mod asyncapi;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -21,3 +22,4 @@ pub mod queue;
 pub mod schema;
 pub mod store;
 pub mod telemetry;
+pub mod trace;

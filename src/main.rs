@@ -49,10 +49,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = mbprov::telemetry::init(cli.log_format) {
-        eprintln!("mbprov: {e}");
-        return ExitCode::from(1);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,7 +59,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async move {
+    // The runtime comes first: the span exporter sends on it.
+    let telemetry = match mbprov::telemetry::init(cli.log_format, Some(runtime.handle().clone())) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mbprov: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async move {
         match cli.command {
             Command::Worker(cmd) => cli::worker::run(*cmd).await,
             Command::Publish(args) => cli::publish::run(args).await,
@@ -77,5 +81,8 @@ fn main() -> ExitCode {
             Command::BootstrapMetabase(args) => cli::bootstrap::run(args).await,
             Command::FakeMetabase(opts) => cli::report(mbprov::emulator::serve(opts).await),
         }
-    })
+    });
+    // Outside `block_on`, with the runtime still running: the last spans go out.
+    telemetry.shutdown();
+    code
 }

@@ -2,15 +2,21 @@
 //!
 //! Logs go to stderr so stdout stays for command output (`publish`, `dlq`, `status`). In JSON
 //! every line carries the fields of the spans it happened in (the job layer opens one with
-//! `job_id`, `kind` and `tenant_id`), so one job's lines can be found without parsing messages.
+//! `job_id`, `kind`, `tenant_id` and `trace_id`), so one job's lines can be found without
+//! parsing messages. The same spans feed OpenTelemetry ([`crate::trace`]), exported over OTLP
+//! when the `OTEL_*` variables ask for it.
 
 use std::io::IsTerminal;
 
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FromEnvError, LevelFilter};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::trace::otlp;
 
 /// How log lines are written (`MBPROV_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -30,41 +36,68 @@ pub enum TelemetryError {
     AlreadyInitialised(#[from] TryInitError),
 }
 
-/// Installs the global subscriber: levels from `RUST_LOG` (default `info`), output to stderr.
-/// Call once, early in `main`; a second call returns [`TelemetryError::AlreadyInitialised`].
-pub fn init(format: LogFormat) -> Result<(), TelemetryError> {
+/// What [`init`] set up and `main` ends: flushes the spans not yet exported.
+#[must_use = "call shutdown before the runtime stops, or the last spans are lost"]
+pub struct Telemetry {
+    traces: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered and stops the exporter. Call from outside the async
+    /// runtime, while it still runs (the exporter sends on it).
+    pub fn shutdown(self) {
+        // Nothing to report when nothing was exported, or the collector is gone.
+        let _ = self.traces.shutdown();
+    }
+}
+
+/// Installs the global subscriber: levels from `RUST_LOG` (default `info`), output to stderr,
+/// spans to OpenTelemetry (exported through `runtime` when `OTEL_*` asks for it). Call once,
+/// early in `main`; a second call returns [`TelemetryError::AlreadyInitialised`].
+pub fn init(
+    format: LogFormat,
+    runtime: Option<tokio::runtime::Handle>,
+) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env()?;
     let ansi = std::io::stderr().is_terminal();
-    subscriber(format, filter, std::io::stderr, ansi).try_init()?;
-    Ok(())
+    let (traces, export) = otlp::provider(runtime);
+    subscriber(format, filter, std::io::stderr, ansi, Some(&traces)).try_init()?;
+    // Silent when export is simply off: commands' stderr stays theirs.
+    match export {
+        Ok(otlp::Export::Otlp) => tracing::debug!("exporting traces over OTLP/HTTP"),
+        Ok(otlp::Export::Off(_)) => {}
+        Err(error) => tracing::warn!(%error, "not exporting traces"),
+    }
+    Ok(Telemetry { traces })
 }
 
 /// The subscriber [`init`] installs, writing to `writer`; separate so tests can capture lines.
+/// `filter` applies to log lines only: spans reach `traces` whatever the log level.
 pub fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
     ansi: bool,
+    traces: Option<&SdkTracerProvider>,
 ) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
-        LogFormat::Json => Box::new(
-            builder
-                .json()
-                .with_current_span(true)
-                .with_span_list(true)
-                .flatten_event(true)
-                .finish(),
-        ),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => fmt.with_ansi(ansi).with_filter(filter).boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .flatten_event(true)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let spans = traces.map(otlp::layer);
+    Box::new(Registry::default().with(lines).with(spans))
 }
 
 #[cfg(test)]
@@ -95,7 +128,7 @@ mod tests {
 
     fn log_one_job_line(format: LogFormat) -> String {
         let out = Captured::default();
-        let sub = subscriber(format, EnvFilter::new("info"), out.clone(), false);
+        let sub = subscriber(format, EnvFilter::new("info"), out.clone(), false, None);
         tracing::subscriber::with_default(sub, || {
             let span = tracing::info_span!(
                 "job",

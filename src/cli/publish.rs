@@ -5,7 +5,9 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use lapin::BasicProperties;
+use lapin::types::FieldTable;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::status::RetryTierArgs;
 use crate::config::BrokerArgs;
@@ -81,7 +83,17 @@ async fn send_all(broker: &Broker, batches: &[Vec<Value>]) -> Result<(), Publish
         if let Some(id) = id {
             properties = properties.with_message_id(id.into());
         }
-        broker.publish(&exchange, kind, &body, properties).await?;
+        // One producer span per message; the worker's job span becomes its child.
+        let span = crate::trace::producer_span("publish", kind, id);
+        let mut headers = FieldTable::default();
+        crate::trace::inject(&span, &mut headers);
+        if !headers.inner().is_empty() {
+            properties = properties.with_headers(headers);
+        }
+        broker
+            .publish(&exchange, kind, &body, properties)
+            .instrument(span)
+            .await?;
         println!("{} {kind}", id.unwrap_or("-"));
     }
     Ok(())

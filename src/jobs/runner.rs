@@ -81,7 +81,15 @@ impl JobRunner {
             kind,
             tenant_id = parsed.job.tenant_id().unwrap_or("-"),
             attempt = incoming.attempt,
+            trace_id = tracing::field::Empty,
+            otel.kind = "consumer",
         );
+        let metadata_trace_id = parsed
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("trace_id"))
+            .and_then(serde_json::Value::as_str);
+        crate::trace::continue_trace(&span, &incoming.trace, metadata_trace_id);
         async {
             if let Some(meta) = &parsed.metadata {
                 tracing::debug!(metadata = %serde_json::Value::Object(meta.clone()), "job metadata");

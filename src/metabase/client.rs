@@ -8,6 +8,7 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 use url::Url;
 
 use super::error::{MetabaseError, message_from_body};
@@ -226,7 +227,11 @@ impl MetabaseClient {
                 pairs.append_pair(k, v);
             }
         }
-        let attempt = || self.send_once(&method, &route, url.clone(), body.clone());
+        // One span per HTTP request, retries included, named by the route template only.
+        let attempt = || {
+            self.send_once(&method, &route, url.clone(), body.clone())
+                .instrument(crate::trace::metabase_request_span(method.as_str(), path))
+        };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.retry_min_delay)
             .with_max_delay(self.config.retry_max_delay)
@@ -278,6 +283,7 @@ impl MetabaseClient {
             Ok(r) => r,
             Err(e) => {
                 crate::ops::metrics::metabase_request(method.as_str(), None);
+                crate::trace::record_response(None);
                 let e = transport_error(method, route, &e);
                 self.record(match e {
                     MetabaseError::Timeout { .. } => RequestOutcome::TimedOut,
@@ -289,6 +295,7 @@ impl MetabaseClient {
         let status = resp.status();
         crate::ops::metrics::metabase_request(method.as_str(), Some(status.as_u16()));
         self.record(RequestOutcome::Answered(status.as_u16()));
+        crate::trace::record_response(Some(status.as_u16()));
         let bytes = resp
             .bytes()
             .await

@@ -355,6 +355,7 @@ fn incoming_job(delivery: &Delivery) -> IncomingJob {
             .as_ref()
             .map(|m| m.to_string()),
         attempt: done.saturating_add(1),
+        trace: crate::trace::Carrier::from_headers(headers),
     }
 }
 

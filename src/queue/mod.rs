@@ -35,6 +35,8 @@ pub struct IncomingJob {
     /// returned unacknowledged (a stopping or crashing worker) runs again with the same number;
     /// RabbitMQ's delivery limit on `P.jobs` bounds those.
     pub attempt: u32,
+    /// The W3C trace context of the message (`traceparent`/`tracestate` headers), if any.
+    pub trace: crate::trace::Carrier,
 }
 
 /// What running a job came to. A handler that panics counts as `Failed { Permanent }`.

@@ -315,6 +315,7 @@ mod tests {
             routing_key: "user.upserted".into(),
             message_id: None,
             attempt: 3,
+            trace: Default::default(),
         };
         let mut original = FieldTable::default();
         original.insert(

@@ -1,6 +1,8 @@
 //! The checked-in JSON Schemas match the types, and the example envelopes under `jobs/` both
 //! parse and validate against them.
 //!
+//! `schema/asyncapi.json` matches the code, is valid AsyncAPI 3.0.0, and lists every header.
+//!
 //! After changing a payload type, regenerate with `MBPROV_UPDATE_SCHEMAS=1 cargo test --test it
 //! schemas::` and commit `schema/`.
 
@@ -57,6 +59,7 @@ fn checked_in_schemas_match_the_types() {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| !mbprov::schema::all().iter().any(|f| &f.name == n))
+        .filter(|n| n != mbprov::asyncapi::FILE)
         .collect();
     extra.sort();
     assert!(
@@ -233,4 +236,111 @@ fn shape_mistakes_fail_both_the_parser_and_the_schema() {
             "{what}: the schema accepted {example}"
         );
     }
+}
+
+/// `schema/asyncapi.json` is what the code generates (`MBPROV_UPDATE_SCHEMAS=1` rewrites it).
+#[test]
+fn checked_in_asyncapi_matches_the_code() {
+    let path = root().join("schema").join(mbprov::asyncapi::FILE);
+    let want = mbprov::asyncapi::text();
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    if have != want && std::env::var_os("MBPROV_UPDATE_SCHEMAS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    assert!(
+        have == want,
+        "schema/{} is out of date with the code. Regenerate with \
+         `MBPROV_UPDATE_SCHEMAS=1 cargo test --test it schemas::` and commit schema/.",
+        mbprov::asyncapi::FILE
+    );
+}
+
+/// The document is valid AsyncAPI 3.0.0 (the specification's own JSON Schema, vendored from
+/// `@asyncapi/specs`), and every `$ref` in it resolves: to a component, or to a schema file.
+#[test]
+fn the_asyncapi_document_is_valid_asyncapi_3() {
+    let spec = read_json(&root().join("tests/it/fixtures/asyncapi-3.0.0.schema.json"));
+    let validator = jsonschema::draft7::new(&spec).expect("the AsyncAPI schema compiles");
+    let document = mbprov::asyncapi::document();
+    assert_eq!(errors(&validator, &document), Vec::<String>::new());
+
+    // A document the schema refuses, so this test can fail.
+    let mut broken = document.clone();
+    broken["channels"]["jobs"]["address"] = json!(42);
+    assert!(!validator.is_valid(&broken));
+    let mut v2_word = document.clone();
+    v2_word["operations"]["publishJob"]["action"] = json!("publish");
+    assert!(
+        !validator.is_valid(&v2_word),
+        "AsyncAPI 3 knows only send/receive"
+    );
+
+    let mut refs = Vec::new();
+    collect_refs(&document, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        if let Some(pointer) = r.strip_prefix('#') {
+            assert!(document.pointer(pointer).is_some(), "dangling {r}");
+        } else {
+            assert!(root().join("schema").join(&r).is_file(), "no schema/{r}");
+        }
+    }
+}
+
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(o) => {
+            for (k, v) in o {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
+/// Every `x-mbprov-*` header the code spells is in the document: a header added to the code
+/// without documenting it fails here.
+#[test]
+fn every_header_the_code_writes_is_documented() {
+    let documented = mbprov::asyncapi::header_names();
+    let mut found = Vec::new();
+    let mut stack = vec![root().join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split("\"x-mbprov-").skip(1) {
+                    let name: String = piece
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                        .collect();
+                    if !name.is_empty()
+                        && !name.ends_with('-')
+                        && piece[name.len()..].starts_with('"')
+                    {
+                        found.push(format!("x-mbprov-{name}"));
+                    }
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    assert!(found.len() >= 6, "the scan found too little: {found:?}");
+    let missing: Vec<&String> = found
+        .iter()
+        .filter(|h| !documented.contains(&h.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "headers written by the code but missing from mbprov::asyncapi::headers(): {missing:?}"
+    );
 }
