@@ -1,7 +1,11 @@
 #!/bin/sh
 # Validates docker-compose.yml without a Docker engine: the compose schema (docker-compose v1's
 # `config`, which needs no daemon), then the properties the stack relies on, checked on the
-# rendered file so anchors and ${VAR:-default} are resolved.
+# rendered file so anchors and ${VAR:-default} are resolved: pinned images, a healthcheck on
+# every long-running service, a condition on every depends_on (service_healthy, or
+# service_completed_successfully for a one-shot), ports on 127.0.0.1 only, the API key handed
+# from bootstrap to the workers, and an example publisher that sends only jobs a fresh
+# free-edition Metabase can run.
 #
 # Needs: docker-compose (Debian/Ubuntu: apt-get install docker-compose) and Python 3 with
 # PyYAML (python3-yaml, a dependency of that package). Installs nothing.
