@@ -722,6 +722,8 @@ def main(argv: list[str]) -> int:
             f"target dir {'(warm) ' + str(target_dir) if target_env else '(fresh)'}")
         global_args, stages = parse_dockerfile(dockerfile.read_text())
         args = dict(Replay._arg(a.rest) for a in global_args)
+        for s in stages:  # `FROM rust:${RUST}-bookworm` takes the ARGs declared before it
+            s.base = substitute(s.base, args, f"FROM {s.base}")
         by_name = {s.name: s for s in stages if s.name}
         final = stages[-1]
         # The stages the final one needs: those it copies from, and their bases.

@@ -160,6 +160,10 @@ class ReplayTest(unittest.TestCase):
     def test_builds(self):
         self.assertEqual(self.replay(self.OK, {"src/a": "a"})[0], 0)
 
+    def test_global_args_reach_from(self):
+        df = "ARG BASE=rust:1\n" + self.OK.replace("FROM rust:1 AS builder", "FROM ${BASE} AS builder")
+        self.assertEqual(self.replay(df, {"src/a": "a"})[0], 0)
+
     def test_missing_copy_source_fails(self):
         df = self.OK.replace("COPY . .", "COPY benches ./benches")
         self.assertFails(self.replay(df, {"src/a": "a"}), "benches does not exist in the build context")
