@@ -1,7 +1,11 @@
 #!/bin/sh
 # Validates docker-compose.yml without a Docker engine: the compose schema (docker-compose v1's
 # `config`, which needs no daemon), then the properties the stack relies on, checked on the
-# rendered file so anchors and ${VAR:-default} are resolved.
+# rendered file so anchors and ${VAR:-default} are resolved: pinned images, a healthcheck on
+# every long-running service, a condition on every depends_on (service_healthy, or
+# service_completed_successfully for a one-shot), ports on 127.0.0.1 only, the API key handed
+# from bootstrap to the workers, and an example publisher that sends only jobs a fresh
+# free-edition Metabase can run.
 #
 # Needs: docker-compose (Debian/Ubuntu: apt-get install docker-compose) and Python 3 with
 # PyYAML (python3-yaml, a dependency of that package). Installs nothing.
@@ -38,8 +42,20 @@ for name, svc in s.items():
     image = svc.get("image", "")
     need(":" in image and not image.endswith(":latest"), "%s: image %r is not pinned" % (name, image))
 
-for name in ["rabbitmq", "redis", "postgres", "metabase", "worker"]:
-    need("test" in s.get(name, {}).get("healthcheck", {}), "%s: no healthcheck" % name)
+# Long-running services report health; one-shots (restart "no") report their exit status, and
+# whoever needs them waits for it.
+one_shots = {n for n, svc in s.items() if str(svc.get("restart", "")) == "no"}
+need(one_shots == {"bootstrap", "publish-examples"}, "one-shot services are %s" % sorted(one_shots))
+for name, svc in s.items():
+    if name not in one_shots:
+        need("test" in svc.get("healthcheck", {}), "%s: no healthcheck" % name)
+    for dep, spec in (svc.get("depends_on") or {}).items():
+        c = spec.get("condition") if isinstance(spec, dict) else None
+        want_c = "service_completed_successfully" if dep in one_shots else "service_healthy"
+        need(c == want_c, "%s: depends_on %s should have condition %s, has %s" % (name, dep, want_c, c))
+    for port in svc.get("ports", []):
+        host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+        need(host_ip == "127.0.0.1", "%s: port %s is published beyond 127.0.0.1" % (name, port))
 
 need(s["metabase"]["image"].startswith("metabase/metabase:v0.56."), "metabase: not a v0.56 image")
 need(s["metabase"]["environment"].get("MB_DB_TYPE") == "postgres", "metabase: app DB is not postgres")
@@ -59,6 +75,8 @@ need(cond("worker", "rabbitmq") == "service_healthy", "worker: must wait for a h
 need(cond("worker", "redis") == "service_healthy", "worker: must wait for a healthy redis")
 need(cond("metabase", "postgres") == "service_healthy", "metabase: must wait for a healthy postgres")
 need(cond("publish-examples", "rabbitmq") == "service_healthy", "publish-examples: must wait for rabbitmq")
+need(cond("publish-examples", "worker") == "service_healthy", "publish-examples: must wait for healthy workers")
+need(cond("bootstrap", "metabase") == "service_healthy", "bootstrap: must wait for a healthy metabase")
 
 b = s["bootstrap"]
 need(b.get("command") == ["bootstrap-metabase"], "bootstrap: command is not bootstrap-metabase")
@@ -83,6 +101,17 @@ p = s["publish-examples"]
 need(any(str(v).endswith(":/jobs:ro") for v in p.get("volumes", [])), "publish-examples: jobs/ is not mounted read-only at /jobs")
 cmd = p.get("command", [])
 need(cmd[:1] == ["publish"] and all(a.startswith("/jobs/") for a in cmd[1:]) and len(cmd) > 1, "publish-examples: does not publish examples from /jobs")
+# Only what a fresh free-edition Metabase can run: no sandboxes (Pro/Enterprise), no collection
+# other than the root (a fresh Metabase has no "Shared" collection 2), database 1 only (its
+# Sample Database), and nothing that undoes the demo (tenant.deleted, user.deactivated).
+import json
+for arg in cmd[1:]:
+    env = json.load(open("jobs/" + arg[len("/jobs/"):]))
+    text = json.dumps(env)
+    kind, payload = env.get("kind"), env.get("payload", {})
+    need(kind in ("tenant.created", "user.upserted", "users.synced"), "publish-examples: %s is a %s job" % (arg, kind))
+    need("sandbox" not in text and "shared_collection_id" not in payload, "publish-examples: %s needs sandboxes or a shared collection" % arg)
+    need(payload.get("database_id", 1) == 1, "publish-examples: %s names a database other than the Sample Database" % arg)
 
 if problems:
     for m in problems:
