@@ -16,9 +16,19 @@ const EXPORTED: &[(&str, &str, &[&str])] = &[
     ("mbprov_dead_lettered_total", "counter", &[]),
     ("mbprov_graph_write_conflicts_total", "counter", &["graph"]),
     ("mbprov_graph_writes_total", "counter", &["graph"]),
+    ("mbprov_intake_closed", "gauge", &["reason"]),
+    ("mbprov_intake_open", "gauge", &[]),
+    (
+        "mbprov_intake_probes_total",
+        "counter",
+        &["probe", "result"],
+    ),
+    ("mbprov_job_deadline_exceeded_total", "counter", &["kind"]),
     ("mbprov_job_duration_seconds", "histogram", &["kind"]),
+    ("mbprov_jobs_returned_total", "counter", &["reason"]),
     ("mbprov_jobs_total", "counter", &["kind", "outcome"]),
     ("mbprov_lock_wait_seconds", "histogram", &[]),
+    ("mbprov_metabase_budget_wait_seconds", "histogram", &[]),
     (
         "mbprov_metabase_requests_total",
         "counter",
@@ -57,6 +67,9 @@ const UNITS: &[&str] = &[
     "_jobs",
     "_messages",
 ];
+
+/// Gauges that hold a 0/1 state (like Prometheus' own `up`): a state has no unit.
+const STATES: &[&str] = &["mbprov_intake_open", "mbprov_intake_closed"];
 
 type Families = BTreeMap<String, (String, Vec<String>)>;
 
@@ -143,7 +156,8 @@ fn the_listed_series_follow_prometheus_naming() {
                     "{name}: only counters end in _total"
                 );
                 assert!(
-                    UNITS.iter().any(|u| name.ends_with(u)),
+                    UNITS.iter().any(|u| name.ends_with(u))
+                        || (*kind == "gauge" && STATES.contains(name)),
                     "{name}: a {kind} names its unit"
                 );
             }
