@@ -31,6 +31,8 @@ enum Command {
     Dlq(cli::dlq::DlqArgs),
     /// Depth of the work, retry and dead-letter queues, and the number of consumers.
     Status(cli::status::StatusArgs),
+    /// Move the queues of an earlier mbprov to topology version 2, losing no message.
+    MigrateTopology(cli::migrate::MigrateArgs),
     /// Print the changes needed for Metabase to match a permissions document (exit 2: drift).
     Plan(cli::plan::PlanArgs),
     /// Make Metabase match a permissions document, then check that no drift remains.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Publish(args) => cli::publish::run(args).await,
             Command::Dlq(args) => cli::dlq::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
+            Command::MigrateTopology(args) => cli::migrate::run(args).await,
             Command::Plan(args) => cli::plan::plan(args).await,
             Command::Apply(args) => cli::plan::apply(args).await,
             Command::Audit(args) => cli::audit::run(args).await,

@@ -14,6 +14,7 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod envelope_id;
 pub mod headers;
+pub mod migration;
 pub mod retry;
 pub mod settle;
 pub mod topology;

@@ -379,8 +379,8 @@ async fn status_shows_every_queue_and_the_consumers() {
         rows,
         vec![
             (format!("{prefix}.jobs"), 1),
-            (format!("{prefix}.retry.50ms"), 0),
-            (format!("{prefix}.retry.100ms"), 0),
+            (format!("{prefix}.retry.v2.50ms"), 0),
+            (format!("{prefix}.retry.v2.100ms"), 0),
             (format!("{prefix}.dead"), 1),
         ]
     );

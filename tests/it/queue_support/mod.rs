@@ -118,6 +118,24 @@ pub async fn drain(channel: &Channel, queue: &str) -> Vec<Delivery> {
     out
 }
 
+/// Every letter in `P.dead`, read with `dlq`'s own walk (which leaves them there).
+pub async fn dead_letters(b: &Broker) -> Vec<mbprov::queue::dead_letters::DeadLetter> {
+    use mbprov::queue::dead_letters::{Verdict, scan};
+    let mut seen = Vec::new();
+    scan(
+        b,
+        100,
+        &mut |l| {
+            seen.push(l.clone());
+            Verdict::Keep
+        },
+        &mut |_| {},
+    )
+    .await
+    .expect("read P.dead");
+    seen
+}
+
 pub async fn publish_job(b: &Broker, kind: &str, body: &serde_json::Value) {
     let props = BasicProperties::default().with_delivery_mode(2);
     let bytes = serde_json::to_vec(body).expect("json");

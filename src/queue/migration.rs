@@ -1,0 +1,356 @@
+//! `mbprov migrate-topology`: moves a prefix from topology version 1 (classic retry tiers
+//! `P.retry.<delay>`, a `P.jobs` without at-least-once dead-lettering) to version 2 (see
+//! [`super::topology`]) without losing or dropping a message.
+//!
+//! RabbitMQ cannot change a queue's arguments in place over AMQP (a policy can, but policies
+//! need `rabbitmqctl` or the management API, which mbprov does not assume), so `P.jobs` is
+//! re-created under the same name, the name the contract gives publishers' operators:
+//!
+//! 1. Refuse while `P.jobs` has consumers: the workers must be stopped (old workers would keep
+//!    dead-lettering into the old tiers).
+//! 2. Declare the staging queue `P.jobs.migrating` (version 2 arguments), bind it to `P` with
+//!    `#`, then unbind `P.jobs`: from here new jobs wait in the staging queue. For a moment
+//!    both are bound, so a job published then is in both (a duplicate, harmless: jobs are
+//!    idempotent by id), never in neither.
+//! 3. Declare the version 2 tiers and move every message of each old tier into the version 2
+//!    tier that fits the rest of its wait (computed from its `expiration` and
+//!    `x-mbprov-last-failed-at`, see [`remaining_wait`]), then delete the old tier once empty.
+//!    The old tiers must be empty before the old `P.jobs` goes: a classic queue's TTL
+//!    dead-lettering drops a message whose target queue is missing.
+//! 4. Move every message of the old `P.jobs` to the staging queue, delete it (`if-empty`, so a
+//!    retry that arrived meanwhile is moved on the next round rather than deleted), and
+//!    declare it again with version 2 arguments. A version 2 tier that expires a message in
+//!    the moment `P.jobs` does not exist keeps it (at-least-once dead-lettering retries an
+//!    unroutable target) until it does.
+//! 5. Bind the new `P.jobs` to `P`, unbind the staging queue, move its messages to `P.jobs`
+//!    and delete it.
+//!
+//! Every move copies with a publisher confirm before it acknowledges, and every step checks
+//! what exists first, so an interrupted migration is finished by running it again. Messages
+//! keep their body, properties and headers; those that travel through a queue named other than
+//! by their kind carry it in `x-mbprov-routing-key`, as retries always have.
+
+use std::time::{Duration, SystemTime};
+
+use lapin::Channel;
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+
+use super::broker::{
+    Broker, QueueError, amqp, is_not_found, is_precondition_failed, publish_confirmed,
+    same_properties,
+};
+use super::headers::{self, long_string};
+use super::retry::{RetryPolicy, RetryTier};
+use super::topology::bind;
+
+/// Rounds of "move what is left, try to delete" before a queue that keeps filling is reported.
+const DELETE_ROUNDS: usize = 50;
+
+/// What a migration did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MigrationReport {
+    /// `P.jobs` had version 1 arguments and was re-created.
+    pub recreated_jobs_queue: bool,
+    /// Messages moved, per source queue, in the order they were emptied.
+    pub moved: Vec<(String, u64)>,
+    /// Queues deleted.
+    pub deleted: Vec<String>,
+}
+
+impl MigrationReport {
+    pub fn changed_nothing(&self) -> bool {
+        !self.recreated_jobs_queue && self.moved.is_empty() && self.deleted.is_empty()
+    }
+}
+
+/// Migrates the broker's topology for `broker`'s prefix. `legacy_delays` are the delays of the
+/// old tiers to empty (usually the configured ones; a tier that does not exist is skipped).
+pub async fn migrate(
+    broker: &Broker,
+    legacy_delays: &[Duration],
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<MigrationReport, QueueError> {
+    let topo = broker.topology().clone();
+    let jobs = topo.jobs_queue();
+    let staging = topo.staging_queue();
+    let mut report = MigrationReport::default();
+
+    topo.declare_exchanges_and_dead(broker.channel()).await?;
+    let probe = broker.open_channel().await?;
+    let jobs_current = match topo.declare_jobs(&probe).await {
+        Ok(()) => {
+            let _ = probe.close(200, "bye".into()).await;
+            true
+        }
+        Err(QueueError::OutdatedTopology { .. }) => false,
+        Err(e) => return Err(e),
+    };
+
+    if !jobs_current {
+        let consumers = inspect(broker, &jobs).await?.map_or(0, |q| q.1);
+        if consumers > 0 {
+            return Err(QueueError::Refused(format!(
+                "{jobs} has {consumers} consumer(s): stop every worker of this prefix before migrating"
+            )));
+        }
+        topo.declare_work_queue(broker.channel(), &staging).await?;
+        bind(broker.channel(), &staging, &topo.work_exchange(), "#").await?;
+        unbind(broker.channel(), &jobs, &topo.work_exchange()).await?;
+        progress(&format!(
+            "new jobs wait in {staging} while {jobs} is re-created"
+        ));
+    }
+
+    topo.declare_tiers(broker.channel()).await?;
+    for &delay in legacy_delays {
+        let old = topo.legacy_retry_queue(delay);
+        if inspect(broker, &old).await?.is_none() {
+            continue;
+        }
+        let policy = topo.policy().clone();
+        let to_tier = |m: &BasicGetMessage| {
+            let wait = remaining_wait(
+                m.delivery
+                    .properties
+                    .expiration()
+                    .as_ref()
+                    .map(|e| e.as_str()),
+                message_failed_at(m),
+                delay.mul_f64(1.0 + super::retry::JITTER),
+                SystemTime::now(),
+            );
+            let (tier, expiration) = landing(&policy, wait);
+            let properties = same_properties(
+                &m.delivery.properties,
+                m.delivery.properties.headers().clone().unwrap_or_default(),
+            )
+            .with_expiration(expiration.as_millis().to_string().into());
+            (topo.retry_queue(tier), properties)
+        };
+        empty_and_delete(broker, &old, &to_tier, &mut report, progress).await?;
+    }
+
+    if !jobs_current {
+        let to_staging = |m: &BasicGetMessage| (staging.clone(), keep_routing_key(m));
+        empty_and_delete(broker, &jobs, &to_staging, &mut report, progress).await?;
+        topo.declare_jobs(broker.channel()).await?;
+        report.recreated_jobs_queue = true;
+        progress(&format!("{jobs} declared again with version 2 arguments"));
+    }
+    bind(broker.channel(), &jobs, &topo.work_exchange(), "#").await?;
+
+    if inspect(broker, &staging).await?.is_some() {
+        unbind(broker.channel(), &staging, &topo.work_exchange()).await?;
+        let to_jobs = |m: &BasicGetMessage| (jobs.clone(), keep_routing_key(m));
+        empty_and_delete(broker, &staging, &to_jobs, &mut report, progress).await?;
+    }
+    Ok(report)
+}
+
+/// How long a message taken out of an old tier still had to wait: its `expiration` (else the
+/// tier's ceiling, `fallback`) less the time since it was put there (`x-mbprov-last-failed-at`,
+/// written by the worker as it did so). Unknown times count as "just put there".
+pub fn remaining_wait(
+    expiration_ms: Option<&str>,
+    failed_at: Option<SystemTime>,
+    fallback: Duration,
+    now: SystemTime,
+) -> Duration {
+    let total = expiration_ms
+        .and_then(|e| e.trim().parse::<u64>().ok())
+        .map_or(fallback, Duration::from_millis);
+    let waited = failed_at
+        .and_then(|at| now.duration_since(at).ok())
+        .unwrap_or_default();
+    total.saturating_sub(waited)
+}
+
+/// The version 2 tier for a message that still has `wait` to go, and its `expiration` there:
+/// the shortest tier whose ceiling holds the wait (so it does not queue behind much longer
+/// waits), else the longest tier, capped at its ceiling. Never 0 ms.
+pub fn landing(policy: &RetryPolicy, wait: Duration) -> (RetryTier, Duration) {
+    let tiers: Vec<RetryTier> = policy.tiers().collect();
+    let mut by_ceiling = tiers.clone();
+    by_ceiling.sort_by_key(|t| t.queue_ttl());
+    let tier = by_ceiling
+        .iter()
+        .find(|t| t.queue_ttl() >= wait)
+        .or(by_ceiling.last())
+        .copied()
+        .unwrap_or_else(|| policy.tier_for(1));
+    let expiration = wait.min(tier.queue_ttl()).max(Duration::from_millis(1));
+    (tier, expiration)
+}
+
+/// Same message, with its kind kept in `x-mbprov-routing-key` (the default exchange replaces
+/// the routing key with the queue name) and without RabbitMQ's delivery history.
+fn keep_routing_key(m: &BasicGetMessage) -> lapin::BasicProperties {
+    let original = m.delivery.properties.headers().as_ref();
+    let kind = headers::original_routing_key(original, m.delivery.routing_key.as_str());
+    let mut h = headers::carried_over(original, true);
+    h.insert(headers::ROUTING_KEY.into(), long_string(&kind));
+    same_properties(&m.delivery.properties, h)
+}
+
+fn message_failed_at(m: &BasicGetMessage) -> Option<SystemTime> {
+    let h = m.delivery.properties.headers().as_ref()?;
+    super::dead_letters::parse_time(&headers::get_str(h, headers::LAST_FAILED_AT)?)
+}
+
+/// Moves every message of `queue` to the queue `route` names (through the default exchange,
+/// with the properties it gives), then deletes `queue` once it is empty.
+async fn empty_and_delete(
+    broker: &Broker,
+    queue: &str,
+    route: &(dyn Fn(&BasicGetMessage) -> (String, lapin::BasicProperties) + Sync),
+    report: &mut MigrationReport,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), QueueError> {
+    let mut moved = 0u64;
+    for _ in 0..DELETE_ROUNDS {
+        moved += move_all(broker, queue, route).await?;
+        let scratch = broker.open_channel().await?;
+        let if_empty = QueueDeleteOptions {
+            if_empty: true,
+            ..QueueDeleteOptions::default()
+        };
+        match scratch.queue_delete(queue.into(), if_empty).await {
+            Ok(_) => {
+                let _ = scratch.close(200, "bye".into()).await;
+                progress(&format!(
+                    "moved {moved} message(s) out of {queue} and deleted it"
+                ));
+                if moved > 0 {
+                    report.moved.push((queue.to_owned(), moved));
+                }
+                report.deleted.push(queue.to_owned());
+                return Ok(());
+            }
+            // Something arrived after the last read: move it too.
+            Err(e) if is_precondition_failed(&e) => continue,
+            Err(e) => return Err(amqp(&format!("delete queue {queue}"), e)),
+        }
+    }
+    Err(QueueError::Refused(format!(
+        "{queue} keeps receiving messages; is a worker or publisher still using it?"
+    )))
+}
+
+async fn move_all(
+    broker: &Broker,
+    queue: &str,
+    route: &(dyn Fn(&BasicGetMessage) -> (String, lapin::BasicProperties) + Sync),
+) -> Result<u64, QueueError> {
+    let reader = broker.open_channel().await?;
+    let mut moved = 0;
+    let result = async {
+        while let Some(m) = reader
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(|source| amqp(&format!("read {queue}"), source))?
+        {
+            let (target, properties) = route(&m);
+            publish_confirmed(broker.channel(), "", &target, &m.delivery.data, properties).await?;
+            m.delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|source| amqp(&format!("remove a moved message from {queue}"), source))?;
+            moved += 1;
+        }
+        Ok::<_, QueueError>(moved)
+    }
+    .await;
+    let _ = reader.close(200, "bye".into()).await;
+    result
+}
+
+/// `(messages, consumers)` of a queue, or `None` when it does not exist (probed on a channel
+/// of its own: RabbitMQ closes the channel of a passive declare that finds nothing).
+async fn inspect(broker: &Broker, queue: &str) -> Result<Option<(u32, u32)>, QueueError> {
+    let probe: Channel = broker.open_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let found = match probe
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(q) => Some((q.message_count(), q.consumer_count())),
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(amqp(&format!("inspect queue {queue}"), e)),
+    };
+    let _ = probe.close(200, "bye".into()).await;
+    Ok(found)
+}
+
+async fn unbind(channel: &Channel, queue: &str, exchange: &str) -> Result<(), QueueError> {
+    channel
+        .queue_unbind(
+            queue.into(),
+            exchange.into(),
+            "#".into(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| amqp(&format!("unbind queue {queue} from {exchange:?}"), source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetryDelays;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn the_rest_of_a_wait() {
+        let now = SystemTime::UNIX_EPOCH + secs(1000);
+        let at = |s: u64| Some(SystemTime::UNIX_EPOCH + secs(s));
+        let table = [
+            (Some("30000"), at(990), secs(33), secs(20)),
+            (Some("30000"), at(900), secs(33), secs(0)),
+            (None, at(990), secs(33), secs(23)),
+            (Some("30000"), None, secs(33), secs(30)),
+            (Some("soon"), None, secs(33), secs(33)),
+            (Some("30000"), at(2000), secs(33), secs(30)),
+        ];
+        for (expiration, failed_at, fallback, want) in table {
+            assert_eq!(
+                remaining_wait(expiration, failed_at, fallback, now),
+                want,
+                "{expiration:?} {failed_at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wait_lands_in_the_shortest_tier_that_holds_it() {
+        let policy = RetryPolicy::new(&RetryDelays(vec![secs(5), secs(30), secs(120)]));
+        let table = [
+            (Duration::ZERO, 5, Duration::from_millis(1)),
+            (secs(3), 5, secs(3)),
+            (
+                Duration::from_millis(5_500),
+                5,
+                Duration::from_millis(5_500),
+            ),
+            (secs(6), 30, secs(6)),
+            (secs(100), 120, secs(100)),
+            (secs(3600), 120, secs(132)),
+        ];
+        for (wait, want_tier, want_expiration) in table {
+            let (tier, expiration) = landing(&policy, wait);
+            assert_eq!(
+                (tier.base, expiration),
+                (secs(want_tier), want_expiration),
+                "{wait:?}"
+            );
+        }
+    }
+}
