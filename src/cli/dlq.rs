@@ -349,7 +349,6 @@ async fn walk(broker: &Broker, window: u16, plan: Plan) -> Result<(), DlqError> 
         }
     };
     let report = dead_letters::scan(broker, window, &mut visit, &mut progress).await;
-    drop(visit);
     let report = report?;
     if report.ended_early {
         eprintln!(

@@ -186,6 +186,18 @@ impl InFlight {
 /// refuses a `user_id` that is not the publishing connection's user. For moving a message
 /// between queues unchanged.
 pub fn same_properties(p: &BasicProperties, headers: lapin::types::FieldTable) -> BasicProperties {
+    let copy = same_properties_but_expiration(p, headers);
+    match p.expiration() {
+        Some(v) => copy.with_expiration(v.clone()),
+        None => copy,
+    }
+}
+
+/// [`same_properties`] without `expiration`: for a message that must not expire where it goes.
+pub fn same_properties_but_expiration(
+    p: &BasicProperties,
+    headers: lapin::types::FieldTable,
+) -> BasicProperties {
     let mut copy = BasicProperties::default().with_headers(headers);
     if let Some(v) = p.content_type() {
         copy = copy.with_content_type(v.clone());
@@ -204,9 +216,6 @@ pub fn same_properties(p: &BasicProperties, headers: lapin::types::FieldTable) -
     }
     if let Some(v) = p.reply_to() {
         copy = copy.with_reply_to(v.clone());
-    }
-    if let Some(v) = p.expiration() {
-        copy = copy.with_expiration(v.clone());
     }
     if let Some(v) = p.message_id() {
         copy = copy.with_message_id(v.clone());

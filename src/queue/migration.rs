@@ -12,18 +12,20 @@
 //!    `#`, then unbind `P.jobs`: from here new jobs wait in the staging queue. For a moment
 //!    both are bound, so a job published then is in both (a duplicate, harmless: jobs are
 //!    idempotent by id), never in neither.
-//! 3. Declare the version 2 tiers and move every message of each old tier into the version 2
-//!    tier that fits the rest of its wait (computed from its `expiration` and
-//!    `x-mbprov-last-failed-at`, see [`remaining_wait`]), then delete the old tier once empty.
-//!    The old tiers must be empty before the old `P.jobs` goes: a classic queue's TTL
-//!    dead-lettering drops a message whose target queue is missing.
-//! 4. Move every message of the old `P.jobs` to the staging queue, delete it (`if-empty`, so a
-//!    retry that arrived meanwhile is moved on the next round rather than deleted), and
-//!    declare it again with version 2 arguments. A version 2 tier that expires a message in
-//!    the moment `P.jobs` does not exist keeps it (at-least-once dead-lettering retries an
-//!    unroutable target) until it does.
-//! 5. Bind the new `P.jobs` to `P`, unbind the staging queue, move its messages to `P.jobs`
-//!    and delete it.
+//! 3. Move every message of each old tier to the holding queue `P.retry.migrating` (quorum, no
+//!    TTL; each message's `expiration` kept in `x-mbprov-migrating-expiration` so it cannot
+//!    expire there), then delete the old tier once empty (`if-empty`: a classic queue supports
+//!    it). The old tiers must be gone before the old `P.jobs` is: a classic queue's TTL
+//!    dead-lettering drops a message whose target queue is missing. They cannot go straight
+//!    to the version 2 tiers: those dead-letter to `P.jobs` by name, into the old queue about to
+//!    be deleted.
+//! 4. Move every message of the old `P.jobs` to the staging queue, delete it, and declare it
+//!    again with version 2 arguments. Nothing routes to it by then (unbound, old tiers gone,
+//!    version 2 tiers empty, no worker). RabbitMQ 3.10 refuses `if-empty` on a quorum queue
+//!    (NOT_IMPLEMENTED, closing the connection), so the delete follows a depth check instead.
+//! 5. Bind the new `P.jobs` to `P`; move the held retries to the version 2 tier that fits the
+//!    rest of their wait (from their expiration and `x-mbprov-last-failed-at`, see
+//!    [`remaining_wait`]); unbind the staging queue and move its jobs to `P.jobs`; delete both.
 //!
 //! Every move copies with a publisher confirm before it acknowledges, and every step checks
 //! what exists first, so an interrupted migration is finished by running it again. Messages
@@ -39,7 +41,7 @@ use lapin::types::FieldTable;
 
 use super::broker::{
     Broker, QueueError, amqp, is_not_found, is_precondition_failed, publish_confirmed,
-    same_properties,
+    same_properties, same_properties_but_expiration,
 };
 use super::headers::{self, long_string};
 use super::retry::{RetryPolicy, RetryTier};
@@ -104,47 +106,71 @@ pub async fn migrate(
     }
 
     topo.declare_tiers(broker.channel()).await?;
+    let holding = topo.retry_holding_queue();
     for &delay in legacy_delays {
         let old = topo.legacy_retry_queue(delay);
         if inspect(broker, &old).await?.is_none() {
             continue;
         }
-        let policy = topo.policy().clone();
-        let to_tier = |m: &BasicGetMessage| {
-            let wait = remaining_wait(
-                m.delivery
-                    .properties
-                    .expiration()
-                    .as_ref()
-                    .map(|e| e.as_str()),
-                message_failed_at(m),
-                delay.mul_f64(1.0 + super::retry::JITTER),
-                SystemTime::now(),
-            );
-            let (tier, expiration) = landing(&policy, wait);
-            let properties = same_properties(
-                &m.delivery.properties,
-                m.delivery.properties.headers().clone().unwrap_or_default(),
-            )
-            .with_expiration(expiration.as_millis().to_string().into());
-            (topo.retry_queue(tier), properties)
-        };
-        empty_and_delete(broker, &old, &to_tier, &mut report, progress).await?;
+        declare_holding(broker, &holding).await?;
+        let ceiling = delay.mul_f64(1.0 + super::retry::JITTER);
+        let to_holding = |m: &BasicGetMessage| (holding.clone(), held_retry(m, ceiling));
+        empty_and_delete(
+            broker,
+            &old,
+            &to_holding,
+            Deletion::IfEmpty,
+            &mut report,
+            progress,
+        )
+        .await?;
     }
 
     if !jobs_current {
         let to_staging = |m: &BasicGetMessage| (staging.clone(), keep_routing_key(m));
-        empty_and_delete(broker, &jobs, &to_staging, &mut report, progress).await?;
+        empty_and_delete(
+            broker,
+            &jobs,
+            &to_staging,
+            Deletion::AfterDrain,
+            &mut report,
+            progress,
+        )
+        .await?;
         topo.declare_jobs(broker.channel()).await?;
         report.recreated_jobs_queue = true;
         progress(&format!("{jobs} declared again with version 2 arguments"));
     }
     bind(broker.channel(), &jobs, &topo.work_exchange(), "#").await?;
 
+    let policy = topo.policy().clone();
+    let to_tier = |m: &BasicGetMessage| {
+        let (tier, properties) = released_retry(m, &policy, SystemTime::now());
+        (topo.retry_queue(tier), properties)
+    };
+    if inspect(broker, &holding).await?.is_some() {
+        empty_and_delete(
+            broker,
+            &holding,
+            &to_tier,
+            Deletion::AfterDrain,
+            &mut report,
+            progress,
+        )
+        .await?;
+    }
     if inspect(broker, &staging).await?.is_some() {
         unbind(broker.channel(), &staging, &topo.work_exchange()).await?;
         let to_jobs = |m: &BasicGetMessage| (jobs.clone(), keep_routing_key(m));
-        empty_and_delete(broker, &staging, &to_jobs, &mut report, progress).await?;
+        empty_and_delete(
+            broker,
+            &staging,
+            &to_jobs,
+            Deletion::AfterDrain,
+            &mut report,
+            progress,
+        )
+        .await?;
     }
     Ok(report)
 }
@@ -171,8 +197,7 @@ pub fn remaining_wait(
 /// the shortest tier whose ceiling holds the wait (so it does not queue behind much longer
 /// waits), else the longest tier, capped at its ceiling. Never 0 ms.
 pub fn landing(policy: &RetryPolicy, wait: Duration) -> (RetryTier, Duration) {
-    let tiers: Vec<RetryTier> = policy.tiers().collect();
-    let mut by_ceiling = tiers.clone();
+    let mut by_ceiling: Vec<RetryTier> = policy.tiers().collect();
     by_ceiling.sort_by_key(|t| t.queue_ttl());
     let tier = by_ceiling
         .iter()
@@ -182,6 +207,49 @@ pub fn landing(policy: &RetryPolicy, wait: Duration) -> (RetryTier, Duration) {
         .unwrap_or_else(|| policy.tier_for(1));
     let expiration = wait.min(tier.queue_ttl()).max(Duration::from_millis(1));
     (tier, expiration)
+}
+
+/// Header of a held retry: the `expiration` it had in its old tier (ms).
+pub const MIGRATING_EXPIRATION: &str = "x-mbprov-migrating-expiration";
+
+/// A retry taken out of an old tier, for the holding queue: no `expiration` (it would expire
+/// there, with nowhere to go), the one it had kept in a header (else the tier's ceiling).
+fn held_retry(m: &BasicGetMessage, ceiling: Duration) -> lapin::BasicProperties {
+    let p = &m.delivery.properties;
+    let expiration = p
+        .expiration()
+        .as_ref()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| ceiling.as_millis().to_string());
+    let mut h = p.headers().clone().unwrap_or_default();
+    h.insert(MIGRATING_EXPIRATION.into(), long_string(&expiration));
+    same_properties_but_expiration(p, h)
+}
+
+/// A held retry, for the version 2 tier that fits the rest of its wait.
+fn released_retry(
+    m: &BasicGetMessage,
+    policy: &RetryPolicy,
+    now: SystemTime,
+) -> (RetryTier, lapin::BasicProperties) {
+    let p = &m.delivery.properties;
+    let original = p.headers().clone().unwrap_or_default();
+    let wait = remaining_wait(
+        headers::get_str(&original, MIGRATING_EXPIRATION).as_deref(),
+        message_failed_at(m),
+        Duration::ZERO,
+        now,
+    );
+    let (tier, expiration) = landing(policy, wait);
+    let mut h = lapin::types::FieldTable::default();
+    for (k, v) in original.inner().iter() {
+        if k.as_str() != MIGRATING_EXPIRATION {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    let properties = same_properties_but_expiration(p, h)
+        .with_expiration(expiration.as_millis().to_string().into());
+    (tier, properties)
 }
 
 /// Same message, with its kind kept in `x-mbprov-routing-key` (the default exchange replaces
@@ -199,32 +267,47 @@ fn message_failed_at(m: &BasicGetMessage) -> Option<SystemTime> {
     super::dead_letters::parse_time(&headers::get_str(h, headers::LAST_FAILED_AT)?)
 }
 
+/// How a drained queue is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deletion {
+    /// `queue.delete` with `if-empty`, atomic (classic queues).
+    IfEmpty,
+    /// A depth check, then a plain delete: quorum queues refuse `if-empty` in RabbitMQ 3.10, so
+    /// this is only used on queues nothing routes to any more.
+    AfterDrain,
+}
+
 /// Moves every message of `queue` to the queue `route` names (through the default exchange,
 /// with the properties it gives), then deletes `queue` once it is empty.
 async fn empty_and_delete(
     broker: &Broker,
     queue: &str,
     route: &(dyn Fn(&BasicGetMessage) -> (String, lapin::BasicProperties) + Sync),
+    deletion: Deletion,
     report: &mut MigrationReport,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), QueueError> {
     let mut moved = 0u64;
     for _ in 0..DELETE_ROUNDS {
         moved += move_all(broker, queue, route).await?;
+        if deletion == Deletion::AfterDrain
+            && inspect(broker, queue).await?.is_some_and(|q| q.0 > 0)
+        {
+            continue;
+        }
         let scratch = broker.open_channel().await?;
-        let if_empty = QueueDeleteOptions {
-            if_empty: true,
+        let options = QueueDeleteOptions {
+            if_empty: deletion == Deletion::IfEmpty,
             ..QueueDeleteOptions::default()
         };
-        match scratch.queue_delete(queue.into(), if_empty).await {
+        match scratch.queue_delete(queue.into(), options).await {
             Ok(_) => {
                 let _ = scratch.close(200, "bye".into()).await;
-                progress(&format!(
-                    "moved {moved} message(s) out of {queue} and deleted it"
-                ));
                 if moved > 0 {
+                    progress(&format!("moved {moved} message(s) out of {queue}"));
                     report.moved.push((queue.to_owned(), moved));
                 }
+                progress(&format!("deleted {queue}"));
                 report.deleted.push(queue.to_owned());
                 return Ok(());
             }
@@ -236,6 +319,23 @@ async fn empty_and_delete(
     Err(QueueError::Refused(format!(
         "{queue} keeps receiving messages; is a worker or publisher still using it?"
     )))
+}
+
+/// A quorum queue without TTL or dead-lettering: retries wait here, unexpiring, while `P.jobs`
+/// is re-created.
+async fn declare_holding(broker: &Broker, name: &str) -> Result<(), QueueError> {
+    let mut args = lapin::types::FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("quorum"));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    broker
+        .channel()
+        .queue_declare(name.into(), durable, args)
+        .await
+        .map(drop)
+        .map_err(|source| amqp(&format!("declare queue {name}"), source))
 }
 
 async fn move_all(

@@ -104,6 +104,11 @@ impl Topology {
         format!("{}.jobs.migrating", self.prefix)
     }
 
+    /// Where a migration keeps the retries of the old tiers while `P.jobs` is re-created.
+    pub fn retry_holding_queue(&self) -> String {
+        format!("{}.retry.migrating", self.prefix)
+    }
+
     /// Every queue, in the order `status` shows them.
     pub fn queues(&self) -> Vec<String> {
         let mut names = vec![self.jobs_queue()];

@@ -63,6 +63,7 @@ pub fn parse_when(text: &str, now: SystemTime) -> Result<SystemTime, String> {
         format!("{text:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a duration ago (2h, 7d)")
     })?;
     now.checked_sub(ago)
+        .filter(|at| at.duration_since(SystemTime::UNIX_EPOCH).is_ok())
         .ok_or_else(|| format!("{text:?} reaches before 1970"))
 }
 

@@ -155,6 +155,10 @@ mod tests {
             headers::LAST_FAILED_AT.into(),
             headers::long_string("2025-01-01T00:00:00.000Z"),
         );
+        h.insert(
+            headers::ERROR_CLASS.into(),
+            headers::long_string("permanent"),
+        );
         h.insert("x".into(), AMQPValue::Boolean(true));
         let l = DeadLetter::new(
             br#"{"id":"j","kind":"user.upserted","payload":{}}"#.to_vec(),

@@ -77,7 +77,12 @@ pub async fn scan(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<ScanReport, QueueError> {
     let queue = broker.topology().dead();
-    let total = u64::from(ready(broker, &queue).await?);
+    let (ready, consumers) = inspect(broker, &queue).await?;
+    // Another `dlq` holds the queue: what is left ready is not the whole queue.
+    if consumers > 0 {
+        return Err(QueueError::Busy { queue });
+    }
+    let total = u64::from(ready);
     let window = window.max(1);
     let rotating = total > u64::from(window);
     let mut report = ScanReport {
@@ -95,7 +100,7 @@ pub async fn scan(
     walked.map(|()| report)
 }
 
-async fn ready(broker: &Broker, queue: &str) -> Result<u32, QueueError> {
+async fn inspect(broker: &Broker, queue: &str) -> Result<(u32, u32), QueueError> {
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
@@ -104,7 +109,7 @@ async fn ready(broker: &Broker, queue: &str) -> Result<u32, QueueError> {
         .channel()
         .queue_declare(queue.into(), passive, FieldTable::default())
         .await
-        .map(|q| q.message_count())
+        .map(|q| (q.message_count(), q.consumer_count()))
         .map_err(|source| amqp(&format!("inspect queue {queue}"), source))
 }
 
