@@ -85,6 +85,52 @@ async fn run_measured(prefix: &str, args: &[&str]) -> Measured {
     }
 }
 
+async fn seed_large(b: &mbprov::queue::Broker, letters: usize, bytes: usize) {
+    let topo = b.topology().clone();
+    let filler = "x".repeat(bytes);
+    for n in 0..letters {
+        let body = format!(
+            r#"{{"id":"big-{n:05}","kind":"user.deactivated","payload":{{"email":"u{n}@acme.test","note":"{filler}"}}}}"#
+        );
+        let props = BasicProperties::default().with_delivery_mode(2);
+        publish_started(
+            b.channel(),
+            &topo.dead(),
+            "user.deactivated",
+            body.as_bytes(),
+            props,
+        )
+        .await
+        .unwrap()
+        .confirmed()
+        .await
+        .unwrap();
+    }
+}
+
+/// A measurement, not a check (run by hand: `cargo test --test it -- --ignored dlq_volume`):
+/// 300 dead letters of 1 MiB each listed with a window of 20, printing the peak RSS of
+/// `mbprov dlq`. Holding all of them would need more than 300 MiB.
+#[tokio::test]
+#[ignore = "a measurement: 300 MiB through the broker"]
+async fn measure_peak_rss_with_one_mebibyte_letters() {
+    let prefix = fresh_prefix();
+    let b = broker(&prefix).await;
+    seed_large(&b, 300, 1024 * 1024).await;
+    let listed = run_measured(&prefix, &["dlq", "list", "--json", "--window", "20"]).await;
+    assert!(listed.ok, "{}", listed.stderr);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(rows.len(), 300);
+    eprintln!(
+        "dlq list of 300 x 1 MiB letters, window 20: took {:?}, peak RSS {} KiB, fewest ready {}",
+        listed.took, listed.peak_rss_kib, listed.min_ready
+    );
+    let purged = run_measured(&prefix, &["dlq", "purge", "--all", "--window", "20"]).await;
+    assert!(purged.ok, "{}", purged.stderr);
+    b.close().await;
+    teardown(&prefix).await;
+}
+
 #[tokio::test]
 async fn ten_thousand_dead_letters_are_listed_and_replayed_in_a_bounded_window() {
     let prefix = fresh_prefix();

@@ -367,3 +367,40 @@ async fn a_version_1_prefix_migrates_to_version_2_without_losing_a_message() {
     cleanup(&conn, &prefix).await;
     let _ = conn.close(200, "done".into()).await;
 }
+
+/// What version 2 relies on from RabbitMQ 3.10: a quorum tier honours a per-message
+/// `expiration` shorter than its queue TTL (the jitter) and dead-letters the message into
+/// `P.jobs` with the at-least-once arguments accepted.
+#[tokio::test]
+async fn a_quorum_tier_expires_each_message_on_its_own_expiration() {
+    let prefix = fresh_prefix();
+    let b = Broker::connect(&amqp_url(), topology_30m_1h(&prefix))
+        .await
+        .unwrap();
+    let topo = b.topology().clone();
+    let tier = topo.policy().tier_for(1);
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_expiration("50".into());
+    b.publish(
+        "",
+        &topo.retry_queue(tier),
+        br#"{"kind":"k","payload":{}}"#,
+        props,
+    )
+    .await
+    .unwrap();
+    // The tier's own TTL is 33 minutes: only the message's 50 ms can bring it back this soon.
+    eventually("the retry back in P.jobs", || async {
+        (depth(b.channel(), &topo.jobs_queue()).await == 1).then_some(())
+    })
+    .await;
+    let back = drain(b.channel(), &topo.jobs_queue()).await;
+    assert_eq!(back[0].routing_key.as_str(), topo.jobs_queue());
+    b.close().await;
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    cleanup(&conn, &prefix).await;
+    let _ = conn.close(200, "done".into()).await;
+}
