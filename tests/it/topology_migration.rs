@@ -404,3 +404,126 @@ async fn a_quorum_tier_expires_each_message_on_its_own_expiration() {
     cleanup(&conn, &prefix).await;
     let _ = conn.close(200, "done".into()).await;
 }
+
+/// A migration stopped after the old `P.jobs` was deleted (jobs staged, retries held, no work
+/// queue) is finished by running it again.
+#[tokio::test]
+async fn an_interrupted_migration_is_finished_by_running_it_again() {
+    let prefix = fresh_prefix();
+    let topo = topology_30m_1h(&prefix);
+    let b = Broker::connect_undeclared(&amqp_url(), topo.clone())
+        .await
+        .unwrap();
+    topo.declare_exchanges_and_dead(b.channel()).await.unwrap();
+    let staging = topo.staging_queue();
+    topo.declare_work_queue(b.channel(), &staging)
+        .await
+        .unwrap();
+    b.channel()
+        .queue_bind(
+            staging.clone().into(),
+            prefix.clone().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let body = format!(
+            r#"{{"id":"s-{n}","kind":"user.deactivated","payload":{{"email":"s{n}@acme.test"}}}}"#
+        );
+        publish_confirmed(
+            b.channel(),
+            &prefix,
+            "user.deactivated",
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let holding = topo.retry_holding_queue();
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), text("quorum"));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    b.channel()
+        .queue_declare(holding.clone().into(), durable, quorum)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        let mut h = FieldTable::default();
+        h.insert(headers::ROUTING_KEY.into(), text("user.upserted"));
+        h.insert("x-mbprov-migrating-expiration".into(), text("1800000"));
+        h.insert(
+            headers::LAST_FAILED_AT.into(),
+            text(&headers::rfc3339(
+                SystemTime::now() - Duration::from_secs(60),
+            )),
+        );
+        let body = format!(
+            r#"{{"id":"h-{n}","kind":"user.upserted","payload":{{"email":"h{n}@acme.test"}}}}"#
+        );
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(h);
+        publish_confirmed(b.channel(), "", &holding, body.as_bytes(), props)
+            .await
+            .unwrap();
+    }
+
+    let out = mbprov(
+        &prefix,
+        &["migrate-topology", "--retry-delays", DELAYS_V1],
+        None,
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    assert!(!exists(&conn, &staging).await && !exists(&conn, &holding).await);
+    let b = Broker::connect(&amqp_url(), topo.clone()).await.unwrap();
+    let jobs = drain(b.channel(), &topo.jobs_queue()).await;
+    let ids: BTreeSet<String> = jobs.iter().map(body_id).collect();
+    assert_eq!(
+        ids,
+        (0..5).map(|n| format!("s-{n}")).collect::<BTreeSet<_>>()
+    );
+    assert_eq!(
+        header_str(&jobs[0], headers::ROUTING_KEY).as_deref(),
+        Some("user.deactivated")
+    );
+    let tier = topo.retry_queue(topo.policy().tier_for(1));
+    let retries = drain(b.channel(), &tier).await;
+    assert_eq!(retries.len(), 3);
+    for d in &retries {
+        let left: u64 = d
+            .properties
+            .expiration()
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        assert!((1_680_000..=1_740_000).contains(&left), "{left}");
+        assert_eq!(header_str(d, "x-mbprov-migrating-expiration"), None);
+    }
+    publish_job(
+        &b,
+        "user.deactivated",
+        &serde_json::json!({"kind": "user.deactivated", "payload": {}}),
+    )
+    .await;
+    assert_eq!(
+        depth(b.channel(), &topo.jobs_queue()).await,
+        1,
+        "P.jobs is bound again"
+    );
+    b.close().await;
+    cleanup(&conn, &prefix).await;
+    let _ = conn.close(200, "done".into()).await;
+}
