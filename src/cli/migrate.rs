@@ -38,9 +38,14 @@ async fn migrate(args: MigrateArgs) -> Result<(), QueueError> {
         println!("topology is current (version 2); nothing to do");
     } else {
         let moved: u64 = report.moved.iter().map(|(_, n)| n).sum();
+        let from: Vec<String> = report
+            .moved
+            .iter()
+            .map(|(queue, n)| format!("{n} from {queue}"))
+            .collect();
         println!(
-            "migrated to topology version 2: moved {moved} message(s), deleted {}",
-            report.deleted.join(", ")
+            "migrated to topology version 2: moved {moved} message(s) ({})",
+            from.join(", ")
         );
     }
     Ok(())

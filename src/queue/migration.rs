@@ -57,13 +57,11 @@ pub struct MigrationReport {
     pub recreated_jobs_queue: bool,
     /// Messages moved, per source queue, in the order they were emptied.
     pub moved: Vec<(String, u64)>,
-    /// Queues deleted.
-    pub deleted: Vec<String>,
 }
 
 impl MigrationReport {
     pub fn changed_nothing(&self) -> bool {
-        !self.recreated_jobs_queue && self.moved.is_empty() && self.deleted.is_empty()
+        !self.recreated_jobs_queue && self.moved.is_empty()
     }
 }
 
@@ -99,20 +97,22 @@ pub async fn migrate(
         }
         topo.declare_work_queue(broker.channel(), &staging).await?;
         bind(broker.channel(), &staging, &topo.work_exchange(), "#").await?;
-        unbind(broker.channel(), &jobs, &topo.work_exchange()).await?;
+        unbind(broker, &jobs, &topo.work_exchange()).await?;
         progress(&format!(
             "new jobs wait in {staging} while {jobs} is re-created"
         ));
     }
 
     topo.declare_tiers(broker.channel()).await?;
+    // Queues that may or may not be there (an old tier, what an interrupted run left) are
+    // declared rather than probed: a passive declare of a missing queue closes the channel and
+    // logs an error, and a migration should read clean. One that was not there is empty and
+    // is deleted again at once.
     let holding = topo.retry_holding_queue();
+    declare_holding(broker, &holding).await?;
     for &delay in legacy_delays {
         let old = topo.legacy_retry_queue(delay);
-        if inspect(broker, &old).await?.is_none() {
-            continue;
-        }
-        declare_holding(broker, &holding).await?;
+        declare_existing(broker, &old, topo.legacy_retry_arguments(delay)).await?;
         let ceiling = delay.mul_f64(1.0 + super::retry::JITTER);
         let to_holding = |m: &BasicGetMessage| (holding.clone(), held_retry(m, ceiling));
         empty_and_delete(
@@ -148,30 +148,30 @@ pub async fn migrate(
         let (tier, properties) = released_retry(m, &policy, SystemTime::now());
         (topo.retry_queue(tier), properties)
     };
-    if inspect(broker, &holding).await?.is_some() {
-        empty_and_delete(
-            broker,
-            &holding,
-            &to_tier,
-            Deletion::AfterDrain,
-            &mut report,
-            progress,
-        )
-        .await?;
-    }
-    if inspect(broker, &staging).await?.is_some() {
-        unbind(broker.channel(), &staging, &topo.work_exchange()).await?;
-        let to_jobs = |m: &BasicGetMessage| (jobs.clone(), keep_routing_key(m));
-        empty_and_delete(
-            broker,
-            &staging,
-            &to_jobs,
-            Deletion::AfterDrain,
-            &mut report,
-            progress,
-        )
-        .await?;
-    }
+    empty_and_delete(
+        broker,
+        &holding,
+        &to_tier,
+        Deletion::AfterDrain,
+        &mut report,
+        progress,
+    )
+    .await?;
+    let probe = broker.open_channel().await?;
+    let staged = topo.declare_work_queue(&probe, &staging).await;
+    let _ = probe.close(200, "bye".into()).await;
+    staged?;
+    unbind(broker, &staging, &topo.work_exchange()).await?;
+    let to_jobs = |m: &BasicGetMessage| (jobs.clone(), keep_routing_key(m));
+    empty_and_delete(
+        broker,
+        &staging,
+        &to_jobs,
+        Deletion::AfterDrain,
+        &mut report,
+        progress,
+    )
+    .await?;
     Ok(report)
 }
 
@@ -304,11 +304,11 @@ async fn empty_and_delete(
             Ok(_) => {
                 let _ = scratch.close(200, "bye".into()).await;
                 if moved > 0 {
-                    progress(&format!("moved {moved} message(s) out of {queue}"));
+                    progress(&format!(
+                        "moved {moved} message(s) out of {queue}, deleted it"
+                    ));
                     report.moved.push((queue.to_owned(), moved));
                 }
-                progress(&format!("deleted {queue}"));
-                report.deleted.push(queue.to_owned());
                 return Ok(());
             }
             // Something arrived after the last read: move it too.
@@ -387,16 +387,44 @@ async fn inspect(broker: &Broker, queue: &str) -> Result<Option<(u32, u32)>, Que
     Ok(found)
 }
 
-async fn unbind(channel: &Channel, queue: &str, exchange: &str) -> Result<(), QueueError> {
-    channel
+/// Unbinds `queue` from `exchange` (`#`); a binding that is already gone is fine (a run that
+/// was interrupted after unbinding).
+async fn unbind(broker: &Broker, queue: &str, exchange: &str) -> Result<(), QueueError> {
+    let scratch = broker.open_channel().await?;
+    let unbound = scratch
         .queue_unbind(
             queue.into(),
             exchange.into(),
             "#".into(),
             FieldTable::default(),
         )
-        .await
-        .map_err(|source| amqp(&format!("unbind queue {queue} from {exchange:?}"), source))
+        .await;
+    let _ = scratch.close(200, "bye".into()).await;
+    match unbound {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(amqp(&format!("unbind queue {queue} from {exchange:?}"), e)),
+    }
+}
+
+/// Makes sure `queue` exists: declared with `args`, or already there with other arguments.
+async fn declare_existing(
+    broker: &Broker,
+    queue: &str,
+    args: FieldTable,
+) -> Result<(), QueueError> {
+    let scratch = broker.open_channel().await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = scratch.queue_declare(queue.into(), durable, args).await;
+    let _ = scratch.close(200, "bye".into()).await;
+    match declared {
+        Ok(_) => Ok(()),
+        Err(e) if is_precondition_failed(&e) => Ok(()),
+        Err(e) => Err(amqp(&format!("declare queue {queue}"), e)),
+    }
 }
 
 #[cfg(test)]

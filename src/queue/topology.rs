@@ -179,6 +179,23 @@ impl Topology {
         Ok(())
     }
 
+    /// The arguments version 1 gave the classic tier of `delay` (for the migration, which must
+    /// name an old tier to empty it).
+    pub fn legacy_retry_arguments(&self, delay: std::time::Duration) -> FieldTable {
+        let ttl = delay.mul_f64(1.0 + super::retry::JITTER);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        );
+        args.insert("x-dead-letter-exchange".into(), string(""));
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            string(&self.jobs_queue()),
+        );
+        args
+    }
+
     fn jobs_arguments(&self) -> FieldTable {
         let mut args = at_least_once();
         args.insert(
