@@ -55,7 +55,8 @@ const DELETE_ROUNDS: usize = 50;
 pub struct MigrationReport {
     /// `P.jobs` had version 1 arguments and was re-created.
     pub recreated_jobs_queue: bool,
-    /// Messages moved, per source queue, in the order they were emptied.
+    /// Messages moved out of the old queues (old tiers, old `P.jobs`), per queue, in the order
+    /// they were emptied; the passes through the temporary queues are not counted again.
     pub moved: Vec<(String, u64)>,
 }
 
@@ -119,7 +120,7 @@ pub async fn migrate(
             broker,
             &old,
             &to_holding,
-            Deletion::IfEmpty,
+            Source::OldTier,
             &mut report,
             progress,
         )
@@ -132,7 +133,7 @@ pub async fn migrate(
             broker,
             &jobs,
             &to_staging,
-            Deletion::AfterDrain,
+            Source::Old,
             &mut report,
             progress,
         )
@@ -152,7 +153,7 @@ pub async fn migrate(
         broker,
         &holding,
         &to_tier,
-        Deletion::AfterDrain,
+        Source::Temporary,
         &mut report,
         progress,
     )
@@ -167,7 +168,7 @@ pub async fn migrate(
         broker,
         &staging,
         &to_jobs,
-        Deletion::AfterDrain,
+        Source::Temporary,
         &mut report,
         progress,
     )
@@ -277,19 +278,41 @@ enum Deletion {
     AfterDrain,
 }
 
+/// Which queue a pass empties: the report counts messages out of the old ones only (the same
+/// message passes through a temporary queue once more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// A classic retry tier of version 1.
+    OldTier,
+    /// The version 1 `P.jobs`.
+    Old,
+    /// The staging or holding queue.
+    Temporary,
+}
+
+impl Source {
+    fn deletion(self) -> Deletion {
+        match self {
+            Source::OldTier => Deletion::IfEmpty,
+            Source::Old | Source::Temporary => Deletion::AfterDrain,
+        }
+    }
+}
+
 /// Moves every message of `queue` to the queue `route` names (through the default exchange,
 /// with the properties it gives), then deletes `queue` once it is empty.
 async fn empty_and_delete(
     broker: &Broker,
     queue: &str,
     route: &(dyn Fn(&BasicGetMessage) -> (String, lapin::BasicProperties) + Sync),
-    deletion: Deletion,
+    source: Source,
     report: &mut MigrationReport,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), QueueError> {
     let mut moved = 0u64;
     for _ in 0..DELETE_ROUNDS {
         moved += move_all(broker, queue, route).await?;
+        let deletion = source.deletion();
         if deletion == Deletion::AfterDrain
             && inspect(broker, queue).await?.is_some_and(|q| q.0 > 0)
         {
@@ -307,7 +330,9 @@ async fn empty_and_delete(
                     progress(&format!(
                         "moved {moved} message(s) out of {queue}, deleted it"
                     ));
-                    report.moved.push((queue.to_owned(), moved));
+                    if source != Source::Temporary {
+                        report.moved.push((queue.to_owned(), moved));
+                    }
                 }
                 return Ok(());
             }

@@ -276,12 +276,11 @@ async fn a_version_1_prefix_migrates_to_version_2_without_losing_a_message() {
     )
     .await;
     assert!(migrated.ok, "{}", migrated.stderr);
-    assert!(
-        migrated
-            .stdout
-            .starts_with("migrated to topology version 2: moved"),
-        "{}",
-        migrated.stdout
+    assert_eq!(
+        migrated.stdout.trim(),
+        format!(
+            "migrated to topology version 2: moved 80 message(s) (20 from {tier_30m}, 10 from {tier_1h}, 50 from {prefix}.jobs)"
+        )
     );
 
     // Version 2 declares cleanly now: P.jobs has the at-least-once arguments.
