@@ -106,6 +106,7 @@ async fn listed(prefix: &str, filters: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn every_filter_narrows_list_show_replay_and_purge() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &[]);
     let b = broker(&prefix).await;
     let topo = b.topology().clone();
     seed(&b, &five()).await;
@@ -186,6 +187,7 @@ async fn every_filter_narrows_list_show_replay_and_purge() {
 #[tokio::test]
 async fn the_summary_says_what_broke() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &[]);
     let b = broker(&prefix).await;
     seed(&b, &five()).await;
 
@@ -220,6 +222,7 @@ async fn the_summary_says_what_broke() {
 #[tokio::test]
 async fn an_edited_payload_is_validated_replayed_under_the_same_id_and_recorded() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &[]);
     let b = broker(&prefix).await;
     let topo = b.topology().clone();
     // No id in the envelope: the job is named by the hash of its kind and payload, which the
@@ -374,6 +377,7 @@ async fn an_edited_payload_is_validated_replayed_under_the_same_id_and_recorded(
 #[tokio::test]
 async fn a_queue_deeper_than_the_window_is_turned_once_in_order() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &[]);
     let b = broker(&prefix).await;
     let topo = b.topology().clone();
     let names: Vec<String> = (0..23).map(|n| format!("job-{n:02}")).collect();

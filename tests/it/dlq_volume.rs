@@ -115,6 +115,7 @@ async fn seed_large(b: &mbprov::queue::Broker, letters: usize, bytes: usize) {
 #[ignore = "a measurement: 300 MiB through the broker"]
 async fn measure_peak_rss_with_one_mebibyte_letters() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &[]);
     let b = broker(&prefix).await;
     seed_large(&b, 300, 1024 * 1024).await;
     let listed = run_measured(&prefix, &["dlq", "list", "--json", "--window", "20"]).await;
@@ -134,6 +135,7 @@ async fn measure_peak_rss_with_one_mebibyte_letters() {
 #[tokio::test]
 async fn ten_thousand_dead_letters_are_listed_and_replayed_in_a_bounded_window() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &[]);
     let b = broker(&prefix).await;
     let topo = b.topology().clone();
     let mut in_flight = Vec::with_capacity(LETTERS);

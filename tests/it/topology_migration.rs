@@ -23,6 +23,16 @@ use crate::queue_support::*;
 
 const DELAYS_V1: &str = "30m,1h";
 
+/// Every queue a migration test may leave under its prefix, besides the standard ones.
+const MIGRATION_QUEUES: [&str; 6] = [
+    "jobs.migrating",
+    "retry.migrating",
+    "retry.30m",
+    "retry.1h",
+    "retry.v2.30m",
+    "retry.v2.1h",
+];
+
 fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }
@@ -172,6 +182,7 @@ async fn cleanup(conn: &Connection, prefix: &str) {
 #[tokio::test]
 async fn a_version_1_prefix_migrates_to_version_2_without_losing_a_message() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &MIGRATION_QUEUES);
     let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
         .unwrap();
@@ -373,6 +384,7 @@ async fn a_version_1_prefix_migrates_to_version_2_without_losing_a_message() {
 #[tokio::test]
 async fn a_quorum_tier_expires_each_message_on_its_own_expiration() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &MIGRATION_QUEUES);
     let b = Broker::connect(&amqp_url(), topology_30m_1h(&prefix))
         .await
         .unwrap();
@@ -409,6 +421,7 @@ async fn a_quorum_tier_expires_each_message_on_its_own_expiration() {
 #[tokio::test]
 async fn an_interrupted_migration_is_finished_by_running_it_again() {
     let prefix = fresh_prefix();
+    let _cleanup = cleanup_on_panic(&prefix, &MIGRATION_QUEUES);
     let topo = topology_30m_1h(&prefix);
     let b = Broker::connect_undeclared(&amqp_url(), topo.clone())
         .await

@@ -217,3 +217,61 @@ impl RunningWorker {
             .expect("worker result");
     }
 }
+
+/// Deletes a test's queues and exchanges if the test panics before its own teardown, so a
+/// failed run leaves nothing on the shared broker. Hold it for the whole test.
+pub struct CleanupOnPanic {
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
+
+/// The guard for the standard topology of `prefix` plus `extra` queue suffixes
+/// (`"retry.30m"`, `"jobs.migrating"`).
+pub fn cleanup_on_panic(prefix: &str, extra: &[&str]) -> CleanupOnPanic {
+    let topo = topology(prefix);
+    let mut queues = topo.queues();
+    queues.extend(extra.iter().map(|s| format!("{prefix}.{s}")));
+    CleanupOnPanic {
+        queues,
+        exchanges: vec![topo.work_exchange(), topo.dead()],
+    }
+}
+
+impl Drop for CleanupOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let queues = std::mem::take(&mut self.queues);
+        let exchanges = std::mem::take(&mut self.exchanges);
+        // A panicking test's runtime cannot be blocked on: clean up from a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let props = lapin::ConnectionProperties::default();
+                let Ok(conn) = lapin::Connection::connect(&amqp_url(), props).await else {
+                    return;
+                };
+                if let Ok(ch) = conn.create_channel().await {
+                    for q in queues {
+                        let _ = ch
+                            .queue_delete(q.into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    for x in exchanges {
+                        let _ = ch
+                            .exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                            .await;
+                    }
+                }
+                let _ = conn.close(200, "cleanup".into()).await;
+            });
+        })
+        .join();
+    }
+}
