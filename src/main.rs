@@ -35,6 +35,8 @@ enum Command {
     Pause(cli::pause::PauseArgs),
     /// Let the workers of the prefix take jobs again.
     Resume(cli::pause::ResumeArgs),
+    /// Move the queues of an earlier mbprov to topology version 2, losing no message.
+    MigrateTopology(cli::migrate::MigrateArgs),
     /// Print the changes needed for Metabase to match a permissions document (exit 2: drift).
     Plan(cli::plan::PlanArgs),
     /// Make Metabase match a permissions document, then check that no drift remains.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
             Command::Status(args) => cli::status::run(args).await,
             Command::Pause(args) => cli::pause::pause(args).await,
             Command::Resume(args) => cli::pause::resume(args).await,
+            Command::MigrateTopology(args) => cli::migrate::run(args).await,
             Command::Plan(args) => cli::plan::plan(args).await,
             Command::Apply(args) => cli::plan::apply(args).await,
             Command::Audit(args) => cli::audit::run(args).await,

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod dlq;
 pub mod instance;
+pub mod migrate;
 pub mod pause;
 pub mod plan;
 pub mod publish;

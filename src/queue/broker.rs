@@ -2,6 +2,7 @@
 //! declare the topology, publish with confirms, read queue depths.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
@@ -22,11 +23,50 @@ pub enum QueueError {
         "RabbitMQ had no queue for the message published to {target}; is the topology declared?"
     )]
     Unroutable { target: String },
+    #[error(
+        "queue {queue} was declared by an earlier mbprov with other arguments (topology version 1); \
+         stop every worker of this prefix and run `mbprov migrate-topology`"
+    )]
+    OutdatedTopology { queue: String },
+    #[error("another `mbprov dlq` command is reading {queue}; run one at a time")]
+    Busy { queue: String },
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Classify for QueueError {
     fn class(&self) -> ErrorClass {
         ErrorClass::Transient
+    }
+}
+
+/// RabbitMQ's answer to a redeclare with other arguments, or a delete of a queue that is not
+/// empty (`if_empty`): 406 PRECONDITION_FAILED, which also closes the channel.
+pub fn is_precondition_failed(e: &lapin::Error) -> bool {
+    soft_error(e) == Some(AMQPSoftError::PRECONDITIONFAILED)
+}
+
+/// A queue that does not exist (404 NOT_FOUND on a passive declare; closes the channel).
+pub fn is_not_found(e: &lapin::Error) -> bool {
+    soft_error(e) == Some(AMQPSoftError::NOTFOUND)
+}
+
+/// Another connection holds the queue (an exclusive consumer): 403 ACCESS_REFUSED or 405
+/// RESOURCE_LOCKED, depending on the operation.
+pub fn is_locked(e: &lapin::Error) -> bool {
+    matches!(
+        soft_error(e),
+        Some(AMQPSoftError::ACCESSREFUSED | AMQPSoftError::RESOURCELOCKED)
+    )
+}
+
+fn soft_error(e: &lapin::Error) -> Option<AMQPSoftError> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(soft) => Some(soft.clone()),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
     }
 }
 
@@ -85,6 +125,27 @@ pub async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), QueueError> {
+    publish_started(channel, exchange, routing_key, body, properties)
+        .await?
+        .confirmed()
+        .await
+}
+
+/// A message handed to the broker whose confirm has not been read yet: several can be in flight
+/// on one channel, which is how `dlq` moves thousands of messages without a round trip each.
+pub struct InFlight {
+    confirm: lapin::PublisherConfirm,
+    target: String,
+}
+
+/// Sends one message (`mandatory`) without waiting for its confirm; see [`InFlight::confirmed`].
+pub async fn publish_started(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<InFlight, QueueError> {
     let target = format!("exchange {exchange:?} with routing key {routing_key:?}");
     let options = BasicPublishOptions {
         mandatory: true,
@@ -99,16 +160,79 @@ pub async fn publish_confirmed(
             properties,
         )
         .await
-        .map_err(|source| amqp(&format!("publish to {target}"), source))?
-        .await
-        .map_err(|source| amqp(&format!("confirm the publish to {target}"), source))?;
-    if !confirm.is_ack() {
-        return Err(QueueError::Nacked { target });
+        .map_err(|source| amqp(&format!("publish to {target}"), source))?;
+    Ok(InFlight { confirm, target })
+}
+
+impl InFlight {
+    /// Waits until the broker has the message: acknowledged and routed to a queue.
+    pub async fn confirmed(self) -> Result<(), QueueError> {
+        let target = self.target;
+        let confirm = self
+            .confirm
+            .await
+            .map_err(|source| amqp(&format!("confirm the publish to {target}"), source))?;
+        if !confirm.is_ack() {
+            return Err(QueueError::Nacked { target });
+        }
+        if confirm.take_message().is_some() {
+            return Err(QueueError::Unroutable { target });
+        }
+        Ok(())
     }
-    if confirm.take_message().is_some() {
-        return Err(QueueError::Unroutable { target });
+}
+
+/// Every property of `p` with `headers` in place of its headers, except `user_id`: RabbitMQ
+/// refuses a `user_id` that is not the publishing connection's user. For moving a message
+/// between queues unchanged.
+pub fn same_properties(p: &BasicProperties, headers: lapin::types::FieldTable) -> BasicProperties {
+    let copy = same_properties_but_expiration(p, headers);
+    match p.expiration() {
+        Some(v) => copy.with_expiration(v.clone()),
+        None => copy,
     }
-    Ok(())
+}
+
+/// [`same_properties`] without `expiration`: for a message that must not expire where it goes.
+pub fn same_properties_but_expiration(
+    p: &BasicProperties,
+    headers: lapin::types::FieldTable,
+) -> BasicProperties {
+    let mut copy = BasicProperties::default().with_headers(headers);
+    if let Some(v) = p.content_type() {
+        copy = copy.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        copy = copy.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        copy = copy.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        copy = copy.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        copy = copy.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        copy = copy.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        copy = copy.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        copy = copy.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        copy = copy.with_type(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        copy = copy.with_app_id(v.clone());
+    }
+    if let Some(v) = p.cluster_id() {
+        copy = copy.with_cluster_id(v.clone());
+    }
+    copy
 }
 
 /// One queue's depth, as `status` shows it.
@@ -128,12 +252,31 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Connects without declaring anything: for `migrate-topology`, which must look at what an
+    /// earlier version declared before it declares anything itself.
+    pub async fn connect_undeclared(
+        amqp_url: &str,
+        topology: Topology,
+    ) -> Result<Self, QueueError> {
+        let name = format!("mbprov migrate {}", topology.work_exchange());
+        let connection = connect(amqp_url, &name).await?;
+        let channel = confirm_channel(&connection).await?;
+        Ok(Self {
+            connection,
+            channel,
+            topology,
+        })
+    }
+
     /// Connects and declares the topology, as every command that touches the broker must.
     pub async fn connect(amqp_url: &str, topology: Topology) -> Result<Self, QueueError> {
         let name = format!("mbprov {}", topology.work_exchange());
         let connection = connect(amqp_url, &name).await?;
         let channel = confirm_channel(&connection).await?;
-        topology.declare(&channel).await?;
+        if let Err(e) = topology.declare(&channel).await {
+            let _ = connection.close(200, "bye".into()).await;
+            return Err(e);
+        }
         Ok(Self {
             connection,
             channel,
@@ -143,6 +286,19 @@ impl Broker {
 
     pub fn channel(&self) -> &Channel {
         &self.channel
+    }
+
+    /// Another channel on the same connection (for a consumer, or a probe that may close it).
+    pub async fn open_channel(&self) -> Result<Channel, QueueError> {
+        self.connection
+            .create_channel()
+            .await
+            .map_err(|source| amqp("open a channel", source))
+    }
+
+    /// Another channel in confirm mode, for publishing.
+    pub async fn open_confirm_channel(&self) -> Result<Channel, QueueError> {
+        confirm_channel(&self.connection).await
     }
 
     pub fn topology(&self) -> &Topology {

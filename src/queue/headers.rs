@@ -19,6 +19,15 @@ pub const LAST_FAILED_AT: &str = "x-mbprov-last-failed-at";
 /// the default exchange, which replaces the routing key with the queue name; this keeps it.
 pub const ROUTING_KEY: &str = "x-mbprov-routing-key";
 
+/// RFC 3339 time an operator replaced the job's payload (`dlq replay ID --payload FILE`). Kept
+/// by every later retry and replay: the body is still the edited one.
+pub const EDITED_AT: &str = "x-mbprov-edited-at";
+/// Who did (`--by`), when given.
+pub const EDITED_BY: &str = "x-mbprov-edited-by";
+
+/// Our headers that a replay keeps; the rest of `x-mbprov-*` is failure history.
+const KEPT_ON_REPLAY: [&str; 2] = [EDITED_AT, EDITED_BY];
+
 /// Headers RabbitMQ adds when it dead-letters or redelivers; a republished copy drops them so
 /// that its history is ours alone and RabbitMQ starts its own afresh.
 const BROKER_HEADERS: [&str; 6] = [
@@ -71,12 +80,14 @@ pub fn get_u32(headers: &FieldTable, key: &str) -> Option<u32> {
 }
 
 /// The message's headers without RabbitMQ's dead-letter history and, when `keep_ours` is false,
-/// without our own: the starting point of every republished copy.
+/// without our failure history (an edit record stays): the starting point of every
+/// republished copy.
 pub fn carried_over(headers: Option<&FieldTable>, keep_ours: bool) -> FieldTable {
     let mut out = FieldTable::default();
     for (key, value) in headers.map(|h| h.inner().iter()).into_iter().flatten() {
         let k = key.as_str();
-        if BROKER_HEADERS.contains(&k) || (!keep_ours && k.starts_with("x-mbprov-")) {
+        let history = k.starts_with("x-mbprov-") && !KEPT_ON_REPLAY.contains(&k);
+        if BROKER_HEADERS.contains(&k) || (!keep_ours && history) {
             continue;
         }
         out.insert(key.clone(), value.clone());
@@ -272,5 +283,21 @@ mod tests {
         assert_eq!(kept, vec!["traceparent", ATTEMPTS]);
         let fresh = carried_over(Some(&h), false);
         assert_eq!(fresh.inner().len(), 1);
+
+        let edited = table(&[
+            (ATTEMPTS, AMQPValue::LongLongInt(2)),
+            (EDITED_AT, long_string("2026-12-01T00:00:00.000Z")),
+            (EDITED_BY, long_string("ada")),
+        ]);
+        let kept: Vec<String> = carried_over(Some(&edited), false)
+            .inner()
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(
+            kept,
+            vec![EDITED_AT, EDITED_BY],
+            "an edit record survives a replay"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod dead_letters;
 pub mod envelope_id;
 pub mod headers;
 pub mod hold;
+pub mod migration;
 pub mod retry;
 pub mod settle;
 pub mod topology;

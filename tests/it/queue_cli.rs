@@ -9,13 +9,14 @@ use mbprov::queue::{Broker, headers};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Output {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
-async fn mbprov(prefix: &str, args: &[&str], stdin: Option<&str>) -> Output {
+/// Runs the binary as a user would, with the test's prefix and tiny retry delays.
+pub(crate) async fn mbprov(prefix: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mbprov"))
         .args(args)
         .env("AMQP_URL", amqp_url())
@@ -103,13 +104,13 @@ async fn seed_four(b: &Broker) {
     .await;
 }
 
-fn list(out: &Output) -> Vec<Value> {
+pub(crate) fn list(out: &Output) -> Vec<Value> {
     assert!(out.ok, "{}", out.stderr);
     serde_json::from_str::<Vec<Value>>(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
 }
 
-fn ids(rows: &[Value]) -> Vec<&str> {
+pub(crate) fn ids(rows: &[Value]) -> Vec<&str> {
     rows.iter().map(|r| r["id"].as_str().unwrap()).collect()
 }
 
@@ -379,8 +380,8 @@ async fn status_shows_every_queue_and_the_consumers() {
         rows,
         vec![
             (format!("{prefix}.jobs"), 1),
-            (format!("{prefix}.retry.50ms"), 0),
-            (format!("{prefix}.retry.100ms"), 0),
+            (format!("{prefix}.retry.v2.50ms"), 0),
+            (format!("{prefix}.retry.v2.100ms"), 0),
             (format!("{prefix}.dead"), 1),
         ]
     );

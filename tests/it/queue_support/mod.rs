@@ -118,6 +118,24 @@ pub async fn drain(channel: &Channel, queue: &str) -> Vec<Delivery> {
     out
 }
 
+/// Every letter in `P.dead`, read with `dlq`'s own walk (which leaves them there).
+pub async fn dead_letters(b: &Broker) -> Vec<mbprov::queue::dead_letters::DeadLetter> {
+    use mbprov::queue::dead_letters::{Verdict, scan};
+    let mut seen = Vec::new();
+    scan(
+        b,
+        100,
+        &mut |l| {
+            seen.push(l.clone());
+            Verdict::Keep
+        },
+        &mut |_| {},
+    )
+    .await
+    .expect("read P.dead");
+    seen
+}
+
 pub async fn publish_job(b: &Broker, kind: &str, body: &serde_json::Value) {
     let props = BasicProperties::default().with_delivery_mode(2);
     let bytes = serde_json::to_vec(body).expect("json");
@@ -197,5 +215,63 @@ impl RunningWorker {
             .await
             .expect("worker task")
             .expect("worker result");
+    }
+}
+
+/// Deletes a test's queues and exchanges if the test panics before its own teardown, so a
+/// failed run leaves nothing on the shared broker. Hold it for the whole test.
+pub struct CleanupOnPanic {
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+}
+
+/// The guard for the standard topology of `prefix` plus `extra` queue suffixes
+/// (`"retry.30m"`, `"jobs.migrating"`).
+pub fn cleanup_on_panic(prefix: &str, extra: &[&str]) -> CleanupOnPanic {
+    let topo = topology(prefix);
+    let mut queues = topo.queues();
+    queues.extend(extra.iter().map(|s| format!("{prefix}.{s}")));
+    CleanupOnPanic {
+        queues,
+        exchanges: vec![topo.work_exchange(), topo.dead()],
+    }
+}
+
+impl Drop for CleanupOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let queues = std::mem::take(&mut self.queues);
+        let exchanges = std::mem::take(&mut self.exchanges);
+        // A panicking test's runtime cannot be blocked on: clean up from a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let props = lapin::ConnectionProperties::default();
+                let Ok(conn) = lapin::Connection::connect(&amqp_url(), props).await else {
+                    return;
+                };
+                if let Ok(ch) = conn.create_channel().await {
+                    for q in queues {
+                        let _ = ch
+                            .queue_delete(q.into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    for x in exchanges {
+                        let _ = ch
+                            .exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                            .await;
+                    }
+                }
+                let _ = conn.close(200, "cleanup".into()).await;
+            });
+        })
+        .join();
     }
 }
