@@ -74,6 +74,20 @@ pub struct WorkerArgs {
     /// Lifetime of a graph lock without its holder extending it (a crashed holder's lock frees after it).
     #[arg(long, env = "MBPROV_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]
     pub lock_ttl: Duration,
+    /// How tenants are made in Metabase: `groups` (a group and a collection per tenant) or
+    /// `native` (Metabase's own Tenants, Pro/Enterprise v0.58+).
+    #[arg(long, env = "MBPROV_TENANCY", value_enum, default_value_t = Tenancy::Groups)]
+    pub tenancy: Tenancy,
+}
+
+/// The tenancy backend (`MBPROV_TENANCY`); the envelope and the job kinds are the same for both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tenancy {
+    /// A group `Tenant: {tenant_id}` and a collection per tenant (works on every edition).
+    #[default]
+    Groups,
+    /// Metabase Tenants: a tenant object per tenant, tenant users, shared tenant groups.
+    Native,
 }
 
 /// The base delays of the retry tiers, in order.

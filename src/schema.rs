@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::jobs::envelope::{Envelope, MAX_ID};
 use crate::jobs::payloads::{
-    PermissionsApplied, TenantCreated, TenantDeleted, UserDeactivated, UserUpserted, UsersSynced,
+    PermissionsApplied, TenantCreated, TenantDeleted, TenantUpdated, UserDeactivated, UserUpserted,
+    UsersSynced,
 };
 use crate::pac::Document;
 
@@ -41,6 +42,7 @@ type MakeRef = fn(&mut SchemaGenerator) -> Schema;
 const PAYLOADS: &[(&str, MakeRef)] = &[
     ("tenant.created", reference::<TenantCreated>),
     ("tenant.deleted", reference::<TenantDeleted>),
+    ("tenant.updated", reference::<TenantUpdated>),
     ("user.upserted", reference::<UserUpserted>),
     ("user.deactivated", reference::<UserDeactivated>),
     ("users.synced", reference::<UsersSynced>),

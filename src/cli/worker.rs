@@ -61,6 +61,15 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         "connected to Metabase"
     );
 
+    let native = match cmd.worker.tenancy {
+        crate::config::Tenancy::Groups => None,
+        crate::config::Tenancy::Native => Some(
+            crate::jobs::native::connect(&mb)
+                .await
+                .map_err(|e| e.to_string())??,
+        ),
+    };
+
     let writer = GraphWriter::start(
         mb.clone(),
         store.clone(),
@@ -81,6 +90,7 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         builtin: instance.builtin,
         entity_lock_ttl: cmd.worker.lock_ttl,
         entity_lock_wait: Duration::from_secs(2).min(cmd.worker.lock_wait),
+        native,
     };
     let runner = JobRunner::new(ctx, cmd.worker.max_attempts)
         .abort_on_kind(std::env::var("MBPROV_TEST_ABORT_ON_KIND").ok());

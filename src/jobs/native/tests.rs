@@ -1,0 +1,69 @@
+use serde_json::json;
+
+use super::*;
+
+fn props(v: Value) -> SessionProperties {
+    serde_json::from_value(v).unwrap()
+}
+
+fn groups(with_external: bool) -> Vec<Group> {
+    let mut g = vec![
+        json!({"id": 1, "name": "All internal users", "magic_group_type": "all-internal-users"}),
+    ];
+    if with_external {
+        g.push(
+            json!({"id": 3, "name": "All tenant users", "magic_group_type": "all-external-users"}),
+        );
+    }
+    serde_json::from_value(json!(g)).unwrap()
+}
+
+#[test]
+fn native_tenancy_starts_only_when_metabase_is_ready_for_it() {
+    let cases = [
+        (
+            json!({"token-features": {"sandboxes": true}}),
+            true,
+            Err("`tenants` feature"),
+        ),
+        (
+            json!({"token-features": {"tenants": true}}),
+            true,
+            Err("`use-tenants` on, and it is off"),
+        ),
+        (
+            json!({"token-features": {"tenants": true}, "use-tenants": false}),
+            true,
+            Err("`use-tenants`"),
+        ),
+        (
+            json!({"token-features": {"tenants": true}, "use-tenants": true}),
+            false,
+            Err("All tenant users"),
+        ),
+        (
+            json!({"token-features": {"tenants": true}, "use-tenants": true}),
+            true,
+            Ok(3),
+        ),
+    ];
+    for (p, external, want) in cases {
+        let got = check_ready(&props(p.clone()), &groups(external));
+        match (want, got) {
+            (Ok(id), Ok(n)) => assert_eq!(n.all_tenant_users, id),
+            (Err(text), Err(e)) => assert!(e.contains(text), "{p}: {e}"),
+            (want, got) => panic!("{p}: want {want:?}, got {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn slugs_are_the_tenant_id_unchanged_or_refused() {
+    for ok in ["42", "acme", "acme-eu_2", "0"] {
+        assert_eq!(slug(ok).unwrap(), ok);
+    }
+    for bad in ["Acme", "acme corp", "a.b", "ü", "", "tenant/1"] {
+        let e = slug(bad).unwrap_err();
+        assert_eq!(e.field, "payload.tenant_id", "{bad}");
+    }
+}
