@@ -12,6 +12,7 @@ mod e2e_collection_snapshot;
 mod e2e_graph;
 mod e2e_jobs;
 mod e2e_lifecycle;
+mod e2e_native_tenancy;
 mod e2e_retries;
 mod e2e_tenant;
 mod emulator_http;
