@@ -391,9 +391,12 @@ fn check_opt_tenant_id(id: Option<&str>) -> Result<(), InvalidJob> {
     id.map_or(Ok(()), check_tenant_id)
 }
 
-/// An optional `tenant_id`, read like [`tenant_id`].
+/// An optional `tenant_id`, read like [`tenant_id`]; `null` is the same as absent.
 fn opt_tenant_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    tenant_id(d).map(Some)
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => tenant_id(v).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 fn check_name(field: &str, name: &str) -> Result<(), InvalidJob> {

@@ -67,3 +67,54 @@ fn slugs_are_the_tenant_id_unchanged_or_refused() {
         assert_eq!(e.field, "payload.tenant_id", "{bad}");
     }
 }
+
+#[test]
+fn tenant_ids_on_user_payloads_and_tenant_updated_are_validated() {
+    use super::super::envelope::parse;
+    let job = |v: Value| parse(v.to_string().as_bytes(), None);
+    let upserted = |tid: Value| json!({"kind": "user.upserted", "payload": {"email": "a@b.test", "tenant_id": tid}});
+    match job(upserted(json!(42))).unwrap().job {
+        Job::UserUpserted(u) => assert_eq!(u.tenant_id.as_deref(), Some("42")),
+        other => panic!("{other:?}"),
+    }
+    match job(upserted(json!(null))).unwrap().job {
+        Job::UserUpserted(u) => assert_eq!(u.tenant_id, None),
+        other => panic!("{other:?}"),
+    }
+    let refused = [
+        (upserted(json!(true)), "payload.tenant_id"),
+        (upserted(json!("")), "payload.tenant_id"),
+        (
+            json!({"kind": "user.deactivated", "payload": {"email": "a@b.test", "tenant_id": " 7"}}),
+            "payload.tenant_id",
+        ),
+        (
+            json!({"kind": "users.synced", "payload": {"managed_groups": [], "users": [{"email": "a@b.test", "tenant_id": []}]}}),
+            "payload.users[0].tenant_id",
+        ),
+        (
+            json!({"kind": "tenant.updated", "payload": {"tenant_id": "7", "attributes": {"@tenant.slug": "x"}}}),
+            "payload.attributes.@tenant.slug",
+        ),
+        (
+            json!({"kind": "tenant.updated", "payload": {"tenant_id": "7", "tenant_name": " "}}),
+            "payload.tenant_name",
+        ),
+        (
+            json!({"kind": "tenant.created", "payload": {"tenant_id": "7", "tenant_name": "A", "database_id": 1,
+            "admin_user": {"email": "a@b.test"}, "tenant_groups": ["All tenant users"]}}),
+            "payload.tenant_groups[0]",
+        ),
+    ];
+    for (input, field) in refused {
+        let e = job(input.clone()).unwrap_err();
+        assert!(e.field.starts_with(field), "{input}: {e}");
+    }
+    match job(json!({"kind": "tenant.updated", "payload": {"tenant_id": 7, "attributes": {"region": null}}})).unwrap().job {
+        Job::TenantUpdated(t) => {
+            assert_eq!(t.tenant_id, "7");
+            assert_eq!(t.attributes.get("region"), Some(&None));
+        }
+        other => panic!("{other:?}"),
+    }
+}
