@@ -363,3 +363,47 @@ async fn a_new_tenant_costs_about_two_requests_in_native_tenancy() {
     );
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_synced_reconciles_one_tenant_and_nobody_else() {
+    let stack = native_stack(1).await;
+    let mut five = tenant_created(5);
+    five["payload"]["tenant_groups"] = json!(["Managers"]);
+    let mut six = tenant_created(6);
+    six["payload"]["tenant_groups"] = json!(["Managers"]);
+    run(&stack, &[five, six]).await;
+    run(
+        &stack,
+        &[json!({"id": "bob5", "kind": "user.upserted", "payload": {
+            "email": "bob@acme5.test", "tenant_id": 5, "groups": ["Managers"]}})],
+    )
+    .await;
+    let sync = json!({"id": "sync5", "kind": "users.synced", "payload": {
+    "managed_groups": ["Managers"], "deactivate_missing": true,
+    "users": [
+        {"email": "admin5@acme5.test", "tenant_id": "5", "groups": ["Managers"]},
+        {"email": "carol@acme5.test", "tenant_id": "5", "first_name": "Carol"}
+    ]}});
+    run(&stack, &[sync]).await;
+    let state = stack.state().await;
+    let managers = json!(group_id(&state, "Managers"));
+    let atu = json!(all_tenant_users(&state));
+    let t5 = tenant(&state, "5")["id"].clone();
+    let bob = user(&state, "bob@acme5.test");
+    assert_eq!(bob["is_active"], false, "absent from the snapshot");
+    assert_eq!(bob["group_ids"], json!([atu]), "left the managed group");
+    let carol = user(&state, "carol@acme5.test");
+    assert_eq!(user_tenant(&state, carol), t5);
+    assert_eq!(carol["group_ids"], json!([atu]));
+    assert_eq!(
+        user(&state, "admin5@acme5.test")["group_ids"],
+        json!([atu, managers])
+    );
+    // Another tenant's member of the same shared group, and the internal admin: untouched.
+    let other = user(&state, "admin6@acme6.test");
+    assert_eq!(other["is_active"], true);
+    assert_eq!(other["group_ids"], json!([atu, managers]));
+    assert_eq!(user(&state, "admin@example.com")["is_active"], true);
+    assert!(stack.dead_letters().await.is_empty());
+    stack.teardown().await;
+}

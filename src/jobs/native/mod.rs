@@ -13,6 +13,7 @@
 
 mod access;
 mod groups;
+mod synced;
 mod tenant;
 mod users;
 
@@ -105,12 +106,11 @@ pub async fn run(ctx: &Context, native: NativeTenancy, job: &Job) -> Option<Resu
         Job::TenantDeleted(t) => tenant::deleted(ctx, t).await,
         Job::UserUpserted(u) if u.tenant_id.is_some() => users::upserted(ctx, native, u).await,
         Job::UserDeactivated(u) if u.tenant_id.is_some() => users::deactivated(ctx, u).await,
-        Job::UsersSynced(s) if s.users.iter().any(|u| u.tenant_id.is_some()) => {
-            Err(JobError::Impossible(
-                "users.synced with tenant users is not supported in native tenancy yet: send                  user.upserted / user.deactivated with tenant_id per user"
-                    .into(),
-            ))
-        }
+        Job::UsersSynced(s) => match synced::snapshot_tenant(s) {
+            Err(e) => Err(e.into()),
+            Ok(Some(tenant)) => synced::run(ctx, native, s, tenant).await,
+            Ok(None) => return None,
+        },
         _ => return None,
     })
 }

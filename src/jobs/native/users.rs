@@ -107,7 +107,7 @@ pub async fn ensure_member(
 }
 
 /// The tenant of a user job; not there yet is transient (its `tenant.created` may be behind).
-async fn tenant_of(ctx: &Context, tenant_id: &str) -> Result<Tenant, JobError> {
+pub async fn tenant_of(ctx: &Context, tenant_id: &str) -> Result<Tenant, JobError> {
     let slug = slug(tenant_id)?;
     match tenant::find(ctx, &slug).await? {
         Some(t) if t.is_active => Ok(t),
