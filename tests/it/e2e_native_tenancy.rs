@@ -407,3 +407,51 @@ async fn users_synced_reconciles_one_tenant_and_nobody_else() {
     assert!(stack.dead_letters().await.is_empty());
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permissions_message_may_name_all_tenant_users_and_create_tenant_groups() {
+    let stack = native_stack(1).await;
+    let doc = json!({"version": 1, "groups": {
+        "All tenant users": {"data": {"1": {"view-data": "blocked", "create-queries": "no"}}},
+        "Premium": {"tenant_group": true,
+                    "data": {"1": {"view-data": "unrestricted", "create-queries": "query-builder"}}}
+    }});
+    run(
+        &stack,
+        &[json!({"id": "pac-1", "kind": "permissions.applied", "payload": {"document": doc}})],
+    )
+    .await;
+    let state = stack.state().await;
+    let premium = group_id(&state, "Premium");
+    assert!(
+        state["tenancy"]["tenant_groups"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(premium)),
+        "created as a tenant group"
+    );
+    let groups = &state["data_graph"]["rendered"]["groups"];
+    // Metabase leaves the lowest values out of the graph it answers (`remove-empty-vals`).
+    let atu = &groups[all_tenant_users(&state).to_string()]["1"];
+    assert!(
+        atu["view-data"].is_null() || atu["view-data"] == "blocked",
+        "{atu}"
+    );
+    assert!(
+        atu["create-queries"].is_null() || atu["create-queries"] == "no",
+        "{atu}"
+    );
+    assert_eq!(
+        groups[premium.to_string()]["1"]["create-queries"],
+        "query-builder"
+    );
+    // All Users stays out of bounds for messages.
+    let refused = json!({"id": "pac-2", "kind": "permissions.applied", "payload": {"document":
+        {"version": 1, "groups": {"All Users": {"data": {"1": {"view-data": "blocked"}}}}}}});
+    stack.publish(&[refused]).await;
+    crate::support::eventually("the All Users document refused", || async {
+        (stack.dead_letters().await.len() == 1).then_some(())
+    })
+    .await;
+    stack.teardown().await;
+}

@@ -146,6 +146,10 @@ impl State {
                 id,
                 GroupRec::magic(id, "All tenant users", "all-external-users"),
             );
+            // Like any new group (`new-group-permissions`), it starts from All Users' access;
+            // what `create-all-external-users!` grants exactly is UNCONFIRMED, and this is the
+            // reading under which Metabase's advice to revoke All tenant users matters.
+            self.data.copy_group(ALL_USERS_GROUP, id);
             self.tenancy.all_tenant_users = Some(id);
         }
         if !on {
