@@ -16,6 +16,7 @@ mod e2e_native_tenancy;
 mod e2e_retries;
 mod e2e_tenant;
 mod emulator_http;
+mod emulator_tenants;
 mod graph_writer;
 mod lock_redis;
 mod models_roundtrip;
