@@ -217,7 +217,9 @@ mod tests {
         assert_eq!(p["type"], "object");
         assert_eq!(p["required"], json!(["email"]));
         assert_eq!(p["additionalProperties"], json!(false));
-        assert!(p.get("$defs").is_none());
+        // Inlined at the root; only the types it refers to (its `tenant_id`) stay definitions.
+        assert!(p["$defs"].get("UserDeactivated").is_none(), "{p}");
+        assert!(p["$defs"]["TenantId"].is_object(), "{p}");
         let t = payload("tenant.created").unwrap();
         assert!(t["$defs"]["Person"].is_object(), "{t}");
     }

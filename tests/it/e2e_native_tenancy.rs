@@ -340,28 +340,40 @@ async fn duplicates_and_racing_replicas_make_one_tenant_and_one_user() {
     stack.teardown().await;
 }
 
-/// Requests per new tenant in native tenancy, after the first (which pays for the shared
-/// grant). A count, not a timing: printed for the README and bounded so a regression shows.
+/// Requests per new tenant, native against group tenancy, after the first tenant (which pays
+/// for the shared grant). A count, not a timing: printed for the README and bounded so a
+/// regression shows.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_tenant_costs_about_two_requests_in_native_tenancy() {
     const N: u32 = 20;
-    let stack = native_stack(1).await;
-    run(&stack, &[tenant_created(1)]).await;
-    let before = stack.stats().await["requests_total"].as_u64().unwrap();
-    let jobs: Vec<Value> = (2..=N + 1).map(tenant_created).collect();
-    run(&stack, &jobs).await;
-    let stats = stack.stats().await;
-    let per_tenant = (stats["requests_total"].as_u64().unwrap() - before) as f64 / f64::from(N);
+    async fn per_tenant(stack: &Stack) -> (f64, Value) {
+        run(stack, &[tenant_created(1)]).await;
+        let before = stack.stats().await["requests_total"].as_u64().unwrap();
+        let jobs: Vec<Value> = (2..=N + 1).map(tenant_created).collect();
+        run(stack, &jobs).await;
+        let stats = stack.stats().await;
+        let n = (stats["requests_total"].as_u64().unwrap() - before) as f64 / f64::from(N);
+        (n, stats["requests"].clone())
+    }
+    let native = native_stack(1).await;
+    let (native_cost, native_requests) = per_tenant(&native).await;
+    native.teardown().await;
+    let mut groups = Stack::start().await;
+    groups.spawn_worker().await;
+    let (groups_cost, groups_requests) = per_tenant(&groups).await;
+    groups.teardown().await;
     println!(
-        "native tenancy: {per_tenant:.2} Metabase requests per new tenant; {}",
-        stats["requests"]
+        "native tenancy: {native_cost:.2} Metabase requests per new tenant; {native_requests}"
+    );
+    println!("group tenancy: {groups_cost:.2} Metabase requests per new tenant; {groups_requests}");
+    assert!(
+        native_cost <= 2.5,
+        "{native_cost} requests per tenant: {native_requests}"
     );
     assert!(
-        per_tenant <= 4.0,
-        "{per_tenant} requests per tenant: {}",
-        stats["requests"]
+        native_cost < groups_cost,
+        "native {native_cost} vs groups {groups_cost}"
     );
-    stack.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
