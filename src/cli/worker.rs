@@ -63,8 +63,11 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
 
     let native = match cmd.worker.tenancy {
         crate::config::Tenancy::Groups => None,
+        // Transient failures are waited out like at start-up; a refusal ends the process.
         crate::config::Tenancy::Native => Some(
-            crate::jobs::native::connect(&mb)
+            (|| crate::jobs::native::connect(&mb))
+                .retry(patient())
+                .when(|e: &MetabaseError| e.class().is_transient())
                 .await
                 .map_err(|e| e.to_string())??,
         ),
