@@ -96,12 +96,28 @@ pub fn headers() -> Vec<Header> {
             schema: date_time("RFC 3339 time of the latest failure."),
         },
         Header {
-            // CONTRACT.md section 8; `queue::headers` names it once `dlq replay --payload` lands.
-            name: "x-mbprov-edited-at",
+            // CONTRACT.md section 8.
+            name: headers::EDITED_AT,
             carried: Carried::AfterFailure,
             schema: date_time(
                 "RFC 3339 time at which `mbprov dlq replay ID --payload FILE` replaced the job's payload (keeping its id); stays with the job.",
             ),
+        },
+        Header {
+            name: headers::EDITED_BY,
+            carried: Carried::AfterFailure,
+            schema: json!({
+                "type": "string",
+                "description": "Who replaced the payload (`mbprov dlq replay ID --payload FILE --by NAME`); absent when no name was given. Stays with the job.",
+            }),
+        },
+        Header {
+            name: crate::queue::migration::MIGRATING_EXPIRATION,
+            carried: Carried::AfterFailure,
+            schema: json!({
+                "type": "string",
+                "description": "Only while `mbprov migrate-topology` runs, on a waiting retry held in `{prefix}.retry.migrating`: the message's remaining expiration in milliseconds. Removed when the retry is put into its version 2 tier; no consumer ever sees it.",
+            }),
         },
         Header {
             name: headers::ERROR_CLASS,
@@ -228,7 +244,7 @@ pub fn document() -> Value {
     channels.insert("jobsQueue".into(), json!({
         "address": jobs,
         "title": "Work queue",
-        "description": format!("Quorum queue, durable, bound to `{exchange}` with `#`. Workers consume it with manual acknowledgements and a prefetch of MBPROV_CONCURRENCY. `x-delivery-limit` {DELIVERY_LIMIT}: a message delivered that often without being settled (a job that kills the worker) is dead-lettered by RabbitMQ to `{dead}`."),
+        "description": format!("Quorum queue, durable, bound to `{exchange}` with `#`. Workers consume it with manual acknowledgements and a prefetch of MBPROV_CONCURRENCY. `x-delivery-limit` {DELIVERY_LIMIT}: a message delivered that often without being settled (a job that kills the worker) is dead-lettered by RabbitMQ to `{dead}`. Topology version 2: `x-dead-letter-strategy: at-least-once` and `x-overflow: reject-publish`, so a dead letter is never dropped on the broker's side."),
         "parameters": prefix_parameter(),
         "messages": kind_refs,
         "bindings": queue_binding(&jobs),
@@ -241,7 +257,7 @@ pub fn document() -> Value {
             "address": name,
             "title": format!("Retry tier {}", tier.index + 1),
             "description": format!(
-                "Classic queue, durable, no consumer: holds a transiently failed job for {:?} ±{jitter}% (per-message expiration; queue TTL {:?}), then dead-letters it back to `{jobs}` through the default exchange. The tiers follow MBPROV_RETRY_DELAYS (default shown); a job's n-th failure waits in the n-th tier, later ones in the last.",
+                "Quorum queue (topology version 2, at-least-once dead-lettering, `x-overflow: reject-publish`), durable, no consumer: holds a transiently failed job for {:?} ±{jitter}% (per-message expiration; queue TTL {:?}), then dead-letters it back to `{jobs}` through the default exchange. The tiers follow MBPROV_RETRY_DELAYS (default shown); a job's n-th failure waits in the n-th tier, later ones in the last.",
                 tier.base, tier.queue_ttl()),
             "parameters": prefix_parameter(),
             "messages": {"retryingJob": {"$ref": "#/components/messages/retryingJob"}},
@@ -396,11 +412,11 @@ mod tests {
         assert_eq!(
             tiers,
             [
-                "{prefix}.retry.5s",
-                "{prefix}.retry.30s",
-                "{prefix}.retry.2m",
-                "{prefix}.retry.10m",
-                "{prefix}.retry.1h"
+                "{prefix}.retry.v2.5s",
+                "{prefix}.retry.v2.30s",
+                "{prefix}.retry.v2.2m",
+                "{prefix}.retry.v2.10m",
+                "{prefix}.retry.v2.1h"
             ]
         );
     }

@@ -120,6 +120,13 @@ pub enum Finding {
         email: Option<String>,
         groups: Vec<String>,
     },
+    /// All tenant users views unfiltered a table other groups sandbox.
+    EveryoneBypassesSandbox {
+        database_id: i64,
+        table_id: i64,
+        group: String,
+        sandboxed_groups: Vec<String>,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -175,6 +182,16 @@ impl fmt::Display for Finding {
                 "{}: an administrator who is also a tenant user ({})",
                 user_label(*user_id, email.as_deref()),
                 groups.join(", ")
+            ),
+            Finding::EveryoneBypassesSandbox {
+                database_id,
+                table_id,
+                group,
+                sandboxed_groups,
+            } => write!(
+                f,
+                "database {database_id}, table {table_id}: {group} can view every row of a table that a sandbox is meant to filter ({}); permissions add up, so block {group} there",
+                sandboxed_groups.join(", ")
             ),
         }
     }
@@ -294,6 +311,7 @@ pub fn audit(snapshot: &Snapshot, options: &AuditOptions) -> Vec<Finding> {
     let mut findings = all_users_on_tenant_databases(snapshot, &tenants);
     findings.extend(collection_findings(snapshot, &tenants, options));
     findings.extend(user_findings(snapshot, &tenants));
+    findings.extend(sandbox_bypass::findings(snapshot));
     findings
 }
 
@@ -449,6 +467,8 @@ fn user_findings(s: &Snapshot, tenants: &BTreeMap<i64, TenantGroup>) -> Vec<Find
     several.extend(admins);
     several
 }
+
+mod sandbox_bypass;
 
 #[cfg(test)]
 mod tests;

@@ -89,6 +89,10 @@ pub struct WorkerArgs {
     /// Longest pause between two probes of Metabase while intake is held (refused key, breaker).
     #[arg(long, env = "MBPROV_PROBE_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
     pub probe_max_delay: Duration,
+    /// How tenants are made in Metabase: `groups` (a group and a collection per tenant) or
+    /// `native` (Metabase's own Tenants, Pro/Enterprise v0.58+).
+    #[arg(long, env = "MBPROV_TENANCY", value_enum, default_value_t = Tenancy::Groups)]
+    pub tenancy: Tenancy,
 }
 
 /// `on` or `off` (also `true`/`false`, `1`/`0`).
@@ -98,6 +102,16 @@ pub fn parse_switch(s: &str) -> Result<bool, String> {
         "off" | "false" | "0" => Ok(false),
         _ => Err(format!("{s:?} is neither `on` nor `off`")),
     }
+}
+
+/// The tenancy backend (`MBPROV_TENANCY`); the envelope and the job kinds are the same for both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tenancy {
+    /// A group `Tenant: {tenant_id}` and a collection per tenant (works on every edition).
+    #[default]
+    Groups,
+    /// Metabase Tenants: a tenant object per tenant, tenant users, shared tenant groups.
+    Native,
 }
 
 /// The base delays of the retry tiers, in order.

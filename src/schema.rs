@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::jobs::envelope::{Envelope, MAX_ID};
 use crate::jobs::payloads::{
-    PermissionsApplied, TenantCreated, TenantDeleted, UserDeactivated, UserUpserted, UsersSynced,
+    PermissionsApplied, TenantCreated, TenantDeleted, TenantUpdated, UserDeactivated, UserUpserted,
+    UsersSynced,
 };
 use crate::pac::Document;
 
@@ -41,6 +42,7 @@ type MakeRef = fn(&mut SchemaGenerator) -> Schema;
 const PAYLOADS: &[(&str, MakeRef)] = &[
     ("tenant.created", reference::<TenantCreated>),
     ("tenant.deleted", reference::<TenantDeleted>),
+    ("tenant.updated", reference::<TenantUpdated>),
     ("user.upserted", reference::<UserUpserted>),
     ("user.deactivated", reference::<UserDeactivated>),
     ("users.synced", reference::<UsersSynced>),
@@ -215,7 +217,9 @@ mod tests {
         assert_eq!(p["type"], "object");
         assert_eq!(p["required"], json!(["email"]));
         assert_eq!(p["additionalProperties"], json!(false));
-        assert!(p.get("$defs").is_none());
+        // Inlined at the root; only the types it refers to (its `tenant_id`) stay definitions.
+        assert!(p["$defs"].get("UserDeactivated").is_none(), "{p}");
+        assert!(p["$defs"]["TenantId"].is_object(), "{p}");
         let t = payload("tenant.created").unwrap();
         assert!(t["$defs"]["Person"].is_object(), "{t}");
     }

@@ -87,6 +87,18 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         "connected to Metabase"
     );
 
+    let native = match cmd.worker.tenancy {
+        crate::config::Tenancy::Groups => None,
+        // Transient failures are waited out like at start-up; a refusal ends the process.
+        crate::config::Tenancy::Native => Some(
+            (|| crate::jobs::native::connect(&mb))
+                .retry(patient())
+                .when(|e: &MetabaseError| e.class().is_transient())
+                .await
+                .map_err(|e| e.to_string())??,
+        ),
+    };
+
     let writer = GraphWriter::start(
         mb.clone(),
         store.clone(),
@@ -107,6 +119,7 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         builtin: instance.builtin,
         entity_lock_ttl: cmd.worker.lock_ttl,
         entity_lock_wait: Duration::from_secs(2).min(cmd.worker.lock_wait),
+        native,
     };
     let runner = JobRunner::new(ctx, cmd.worker.max_attempts)
         .deadlines(

@@ -41,7 +41,8 @@ pub fn router() -> Router<App> {
 /// The state dump: `users` (with `group_ids` and `login_attributes`), `groups`, `memberships`,
 /// `collections`, `data_graph` (`stored`: group -> table -> values; `rendered`: what GET
 /// answers), `collection_graph` (rendered) and `collection_perms` (stored), `sandboxes`,
-/// `api_keys` (masked), `revisions` `{data, collection}`.
+/// `api_keys` (masked), `revisions` `{data, collection}`, `tenancy` (tenants, tenant users,
+/// tenant groups and collections, `use-tenants`).
 pub fn dump(db: &Db) -> Value {
     let index = db.group_index();
     let users: Vec<Value> = db
@@ -69,6 +70,7 @@ pub fn dump(db: &Db) -> Value {
         "sandboxes": db.sandboxes.values().collect::<Vec<_>>(),
         "api_keys": db.api_keys.values().collect::<Vec<_>>(),
         "revisions": {"data": db.data_revision, "collection": db.collection_revision},
+        "tenancy": db.tenancy,
     })
 }
 

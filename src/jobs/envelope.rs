@@ -8,7 +8,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::payloads::{
-    PermissionsApplied, TenantCreated, TenantDeleted, UserDeactivated, UserUpserted, UsersSynced,
+    PermissionsApplied, TenantCreated, TenantDeleted, TenantUpdated, UserDeactivated, UserUpserted,
+    UsersSynced,
 };
 
 /// Largest body accepted, in bytes.
@@ -24,7 +25,7 @@ pub struct Envelope {
     /// kind and payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Selects the handler: `tenant.created`, `tenant.deleted`, `user.upserted`,
+    /// Selects the handler: `tenant.created`, `tenant.updated`, `tenant.deleted`, `user.upserted`,
     /// `user.deactivated`, `users.synced`, `permissions.applied`.
     pub kind: String,
     /// The kind's payload object.
@@ -39,6 +40,7 @@ pub struct Envelope {
 pub enum Job {
     TenantCreated(TenantCreated),
     TenantDeleted(TenantDeleted),
+    TenantUpdated(TenantUpdated),
     UserUpserted(UserUpserted),
     UserDeactivated(UserDeactivated),
     UsersSynced(UsersSynced),
@@ -49,6 +51,7 @@ pub enum Job {
 pub const KINDS: &[&str] = &[
     "tenant.created",
     "tenant.deleted",
+    "tenant.updated",
     "user.upserted",
     "user.deactivated",
     "users.synced",
@@ -60,6 +63,7 @@ impl Job {
         match self {
             Job::TenantCreated(_) => "tenant.created",
             Job::TenantDeleted(_) => "tenant.deleted",
+            Job::TenantUpdated(_) => "tenant.updated",
             Job::UserUpserted(_) => "user.upserted",
             Job::UserDeactivated(_) => "user.deactivated",
             Job::UsersSynced(_) => "users.synced",
@@ -72,6 +76,9 @@ impl Job {
         match self {
             Job::TenantCreated(t) => Some(&t.tenant_id),
             Job::TenantDeleted(t) => Some(&t.tenant_id),
+            Job::TenantUpdated(t) => Some(&t.tenant_id),
+            Job::UserUpserted(u) => u.tenant_id.as_deref(),
+            Job::UserDeactivated(u) => u.tenant_id.as_deref(),
             _ => None,
         }
     }
@@ -116,6 +123,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>) -> Result<ParsedJob, Invalid
     let job = match envelope.kind.as_str() {
         "tenant.created" => Job::TenantCreated(payload(&envelope.payload)?),
         "tenant.deleted" => Job::TenantDeleted(payload(&envelope.payload)?),
+        "tenant.updated" => Job::TenantUpdated(payload(&envelope.payload)?),
         "user.upserted" => Job::UserUpserted(payload(&envelope.payload)?),
         "user.deactivated" => Job::UserDeactivated(payload(&envelope.payload)?),
         "users.synced" => Job::UsersSynced(payload(&envelope.payload)?),

@@ -9,11 +9,13 @@ mod directory;
 pub mod envelope;
 mod error;
 pub mod group_names;
+pub mod native;
 pub mod payloads;
 pub mod policy;
 mod runner;
 mod tenant_created;
 mod tenant_deleted;
+mod tenant_updated;
 mod user_upserted;
 mod users_synced;
 
@@ -40,6 +42,8 @@ pub struct Context {
     /// Short per-entity and per-job locks.
     pub entity_lock_ttl: Duration,
     pub entity_lock_wait: Duration,
+    /// `Some` in native tenancy (`MBPROV_TENANCY=native`).
+    pub native: Option<native::NativeTenancy>,
 }
 
 impl Context {
@@ -51,8 +55,17 @@ impl Context {
 /// Runs one validated job.
 pub async fn run(ctx: &Context, job: &envelope::Job) -> Result<(), JobError> {
     use envelope::Job;
+    if let Some(n) = ctx.native
+        && let Some(result) = native::run(ctx, n, job).await
+    {
+        return result;
+    }
     match job {
-        Job::TenantCreated(t) => tenant_created::run(ctx, t).await,
+        Job::TenantCreated(t) => {
+            tenant_created::run(ctx, t).await?;
+            native::join_extra_groups(ctx, t).await
+        }
+        Job::TenantUpdated(t) => tenant_updated::run(ctx, t).await,
         Job::TenantDeleted(t) => tenant_deleted::run(ctx, t).await,
         Job::UserUpserted(u) => user_upserted::upsert(ctx, u).await,
         Job::UserDeactivated(u) => user_upserted::deactivate(ctx, u).await,

@@ -90,6 +90,12 @@ pub struct TenantCreated {
     /// Required exactly when `data_access` is `sandboxed`.
     #[serde(default)]
     pub sandbox: Option<SandboxSpec>,
+    /// Groups the admin user belongs to besides the tenant's own, created when missing. In
+    /// native tenancy they are tenant groups shared by every tenant and receive `data_access`
+    /// (All tenant users does when none is listed); in group tenancy they are ordinary groups
+    /// the admin joins, and the data access stays the tenant group's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenant_groups: Vec<String>,
 }
 
 /// A string of 1 to 100 characters, or an integer.
@@ -113,6 +119,7 @@ impl Validate for TenantCreated {
         self.admin_user
             .validate()
             .map_err(|e| nest("admin_user", e))?;
+        check_groups("tenant_groups", &self.tenant_groups)?;
         match (&self.data_access, &self.sandbox) {
             (DataAccess::Sandboxed, None) => Err(InvalidJob::new(
                 "sandbox",
@@ -174,6 +181,31 @@ impl Validate for TenantDeleted {
     }
 }
 
+/// `tenant.updated`: a tenant's new name and attributes (CONTRACT.md section 8).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpdated {
+    #[serde(deserialize_with = "tenant_id")]
+    #[schemars(with = "TenantIdSchema")]
+    pub tenant_id: String,
+    /// The new display name.
+    #[serde(default)]
+    pub tenant_name: Option<String>,
+    /// Merged into the tenant's attributes; a `null` value removes that key.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Option<Value>>,
+}
+
+impl Validate for TenantUpdated {
+    fn validate(&self) -> Result<(), InvalidJob> {
+        check_tenant_id(&self.tenant_id)?;
+        if let Some(n) = &self.tenant_name {
+            check_name("tenant_name", n)?;
+        }
+        check_attributes("attributes", &self.attributes)
+    }
+}
+
 /// `user.upserted`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -192,10 +224,21 @@ pub struct UserUpserted {
     /// Also leave every other group (All Users and Administrators excepted).
     #[serde(default)]
     pub exclusive: bool,
+    /// The tenant this user belongs to. In native tenancy it makes the user a tenant user of
+    /// that tenant (required there for tenant users); in group tenancy it is checked and
+    /// otherwise ignored (the groups say where the user belongs).
+    #[serde(
+        default,
+        deserialize_with = "opt_tenant_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<TenantIdSchema>")]
+    pub tenant_id: Option<String>,
 }
 
 impl Validate for UserUpserted {
     fn validate(&self) -> Result<(), InvalidJob> {
+        check_opt_tenant_id(self.tenant_id.as_deref())?;
         check_user(
             &self.email,
             self.first_name.as_deref(),
@@ -226,10 +269,20 @@ fn check_user(
 #[serde(deny_unknown_fields)]
 pub struct UserDeactivated {
     pub email: String,
+    /// In native tenancy, the tenant the user must belong to: a user of another tenant, or an
+    /// internal user, is left alone.
+    #[serde(
+        default,
+        deserialize_with = "opt_tenant_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<TenantIdSchema>")]
+    pub tenant_id: Option<String>,
 }
 
 impl Validate for UserDeactivated {
     fn validate(&self) -> Result<(), InvalidJob> {
+        check_opt_tenant_id(self.tenant_id.as_deref())?;
         check_email("email", &self.email)
     }
 }
@@ -247,6 +300,14 @@ pub struct SyncedUser {
     pub groups: Vec<String>,
     #[serde(default)]
     pub login_attributes: BTreeMap<String, Option<Value>>,
+    /// As on `user.upserted`.
+    #[serde(
+        default,
+        deserialize_with = "opt_tenant_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<TenantIdSchema>")]
+    pub tenant_id: Option<String>,
 }
 
 /// `users.synced`.
@@ -278,6 +339,8 @@ impl Validate for UsersSynced {
                 &u.login_attributes,
             )
             .map_err(|e| nest(&format!("users[{i}]"), e))?;
+            check_opt_tenant_id(u.tenant_id.as_deref())
+                .map_err(|e| nest(&format!("users[{i}]"), e))?;
             if !seen.insert(u.email.to_lowercase()) {
                 return Err(InvalidJob::new(format!("users[{i}].email"), "listed twice"));
             }
@@ -328,6 +391,18 @@ fn check_tenant_id(id: &str) -> Result<(), InvalidJob> {
             format!("names the tenant's group, which {reason}"),
         )
     })
+}
+
+fn check_opt_tenant_id(id: Option<&str>) -> Result<(), InvalidJob> {
+    id.map_or(Ok(()), check_tenant_id)
+}
+
+/// An optional `tenant_id`, read like [`tenant_id`]; `null` is the same as absent.
+fn opt_tenant_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => tenant_id(v).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 fn check_name(field: &str, name: &str) -> Result<(), InvalidJob> {

@@ -13,6 +13,7 @@ pub mod models;
 mod sandboxes;
 mod session;
 mod tables;
+pub mod tenants;
 mod users;
 
 pub use client::{ApiKey, Auth, ClientConfig, MetabaseClient, RequestGate, RequestOutcome};

@@ -110,7 +110,16 @@ pub async fn apply(
     let mut applied = Vec::new();
     let first = plan_live(mb, doc, features).await?;
     for name in &first.create_groups {
-        match mb.create_group(name).await {
+        let tenant_group = doc
+            .groups
+            .iter()
+            .any(|(n, g)| g.tenant_group && n.eq_ignore_ascii_case(name));
+        let created = if tenant_group {
+            mb.create_tenant_group(name).await
+        } else {
+            mb.create_group(name).await
+        };
+        match created {
             Ok(_) => {}
             Err(e) if e.is_duplicate() => {}
             Err(e) => return Err(e.into()),

@@ -32,6 +32,10 @@ pub struct GroupSpec {
     #[serde(default)]
     #[schemars(extend("propertyNames" = {"pattern": "^([1-9][0-9]*|root)$"}))]
     pub collections: BTreeMap<String, CollectionAccess>,
+    /// Create the group as a tenant group (Metabase Tenants, `is_tenant_group`) when it is
+    /// missing. An existing group is used as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tenant_group: bool,
 }
 
 /// Access to a whole database, or per table.

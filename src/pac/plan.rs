@@ -276,11 +276,14 @@ fn show<T: serde::Serialize>(v: Option<&Granular<T>>) -> String {
     }
 }
 
-/// Groups a document names that a message may not touch.
+/// Groups a document names that a message may not touch. All tenant users is not one of them:
+/// it is how Metabase means tenant-wide access to be granted (docs `embedding/tenants.md`, "Data
+/// permissions for tenants"), like the access `tenant.created` gives it in native tenancy.
 pub fn builtin_groups_named(doc: &Document) -> BTreeSet<String> {
     doc.groups
         .keys()
         .filter(|n| crate::jobs::policy::is_builtin_group_name(n))
+        .filter(|n| !n.trim().eq_ignore_ascii_case("all tenant users"))
         .cloned()
         .collect()
 }

@@ -160,7 +160,7 @@ async fn credentials_are_required_and_401_is_plain_text() {
     assert_eq!(props["version"]["tag"], "v0.56.3");
     assert_eq!(
         props["token-features"],
-        json!({"sandboxes": true, "advanced_permissions": true})
+        json!({"sandboxes": true, "advanced_permissions": true, "tenants": true})
     );
     assert_eq!(props["has-user-setup"], true);
     e.send(Method::GET, "/_emulator/state", None, &[])
@@ -584,7 +584,7 @@ async fn oss_refuses_premium_features() {
     let props = e.get("/api/session/properties").await.json();
     assert_eq!(
         props["token-features"],
-        json!({"sandboxes": false, "advanced_permissions": false})
+        json!({"sandboxes": false, "advanced_permissions": false, "tenants": false})
     );
     e.put("/api/permissions/graph", json!({"revision": 1, "groups": {"1": {"1": {"view-data": "blocked", "create-queries": "no"}}}}))
         .await

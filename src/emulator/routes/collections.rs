@@ -99,7 +99,14 @@ pub async fn get_one(
         None => to_json(&Db::root_collection_model()).map(Json),
         Some(id) => {
             let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
-            collection_json(&db.collection_model(c)).map(Json)
+            let mut model = db.collection_model(c);
+            if db.tenancy.tenant_collections.contains(&id) {
+                model.namespace = Some("tenant-specific".into());
+                model
+                    .extra
+                    .insert("type".into(), json!("tenant-specific-root-collection"));
+            }
+            collection_json(&model).map(Json)
         }
     }
 }

@@ -14,13 +14,13 @@ use crate::emulator::auth::Superuser;
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::state::{GroupRec, State as Db};
 
-fn group_json(g: &GroupRec) -> Value {
+fn group_json(db: &Db, g: &GroupRec) -> Value {
     json!({
         "id": g.id,
         "name": g.name,
         "entity_id": g.entity_id,
         "magic_group_type": g.magic_group_type,
-        "is_tenant_group": false,
+        "is_tenant_group": db.is_tenant_group(g.id),
     })
 }
 
@@ -37,25 +37,39 @@ fn name_of(body: &Value) -> ApiResult<String> {
 }
 
 /// Ordered by lower(name), each with `member_count`.
-pub async fn list(State(app): State<App>, _: Superuser) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(app): State<App>,
+    _: Superuser,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult<Json<Value>> {
+    let p = super::Params::parse(query.as_deref());
+    let tenancy = crate::emulator::state::TenancyFilter::parse(p.get("tenancy"))?;
     let db = app.state.lock().await;
-    let mut groups: Vec<&GroupRec> = db.groups.values().collect();
+    let mut groups: Vec<&GroupRec> = db
+        .groups
+        .values()
+        .filter(|g| db.group_matches_tenancy(g.id, tenancy))
+        .collect();
     groups.sort_by_key(|g| (g.name.to_lowercase(), g.id));
     let counts = db.member_counts();
     let out = groups
         .into_iter()
         .map(|g| {
             let count = counts.get(&g.id).copied().unwrap_or(0);
-            insert(group_json(g), "member_count", json!(count))
+            insert(group_json(&db, g), "member_count", json!(count))
         })
         .collect();
     Ok(Json(Value::Array(out)))
 }
 
 fn group_with_members(db: &Db, id: i64) -> ApiResult<Json<Value>> {
-    let g = db.groups.get(&id).ok_or_else(ApiError::not_found)?;
+    let g = db
+        .groups
+        .get(&id)
+        .filter(|g| db.group_visible(g.id))
+        .ok_or_else(ApiError::not_found)?;
     Ok(Json(insert(
-        group_json(g),
+        group_json(db, g),
         "members",
         Value::Array(db.group_members(id)),
     )))
@@ -70,11 +84,21 @@ pub async fn get_one(
 }
 
 pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiResult<Json<Value>> {
-    let name = name_of(&json_body(&body)?)?;
+    let body = json_body(&body)?;
+    let name = name_of(&body)?;
+    // `is_tenant_group: true` needs the tenants feature: 402 otherwise (metabase-test-facts.md 8).
+    let tenant_group = body.get("is_tenant_group").and_then(Value::as_bool) == Some(true);
+    if tenant_group && !super::tenants::has_tenants(&app) {
+        return Err(crate::emulator::state::tenants_paid());
+    }
     let mut db = app.state.lock().await;
-    let id = db.create_group(&name)?;
+    let id = if tenant_group {
+        db.create_tenant_group(&name)?
+    } else {
+        db.create_group(&name)?
+    };
     let g = db.groups.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(Json(group_json(g)))
+    Ok(Json(group_json(&db, g)))
 }
 
 pub async fn rename(
@@ -85,9 +109,12 @@ pub async fn rename(
 ) -> ApiResult<Json<Value>> {
     let name = name_of(&json_body(&body)?)?;
     let mut db = app.state.lock().await;
+    if !db.group_visible(id) {
+        return Err(ApiError::not_found());
+    }
     db.rename_group(id, &name)?;
     let g = db.groups.get(&id).ok_or_else(ApiError::not_found)?;
-    Ok(Json(group_json(g)))
+    Ok(Json(group_json(&db, g)))
 }
 
 pub async fn remove(

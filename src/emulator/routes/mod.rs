@@ -6,6 +6,7 @@ mod groups;
 mod sandboxes;
 mod session;
 mod tables;
+mod tenants;
 mod users;
 
 use axum::Router;
@@ -90,6 +91,15 @@ pub fn router(app: App) -> Router {
         .route(
             "/api/database/{id}/metadata",
             get(tables::database_metadata),
+        )
+        .route("/api/ee/tenant", get(tenants::list).post(tenants::create))
+        .route(
+            "/api/ee/tenant/{id}",
+            get(tenants::get_one).put(tenants::update),
+        )
+        .route(
+            "/api/setting/use-tenants",
+            get(tenants::get_use_tenants).put(tenants::put_use_tenants),
         )
         .route("/api/mt/gtap", get(sandboxes::list).post(sandboxes::create))
         .route(

@@ -21,7 +21,9 @@ pub async fn properties(State(app): State<App>) -> Json<Value> {
     let ee = !app.config.oss;
     Json(json!({
         "version": {"tag": app.config.version, "hash": "e1ee7a5", "date": "2025-08-20"},
-        "token-features": {"sandboxes": ee, "advanced_permissions": ee},
+        "token-features": {"sandboxes": ee, "advanced_permissions": ee, "tenants": ee},
+        // `:visibility :authenticated` (newest) or `:admin`: shown to callers like the workers.
+        "use-tenants": state.tenancy.enabled,
         "setup-token": state.setup_token,
         "has-user-setup": !state.users.is_empty(),
         "site-name": "Metabase emulator",

@@ -68,7 +68,11 @@ pub fn user_model(u: &UserRec, groups: Vec<i64>, shape: Shape) -> User {
 
 fn render(db: &Db, id: i64, shape: Shape) -> ApiResult<Json<Value>> {
     let u = db.users.get(&id).ok_or_else(ApiError::not_found)?;
-    serde_json::to_value(user_model(u, db.group_ids_of(id), shape))
+    let mut model = user_model(u, db.group_ids_of(id), shape);
+    model
+        .extra
+        .insert("tenant_id".into(), json!(db.tenant_of(id)));
+    serde_json::to_value(model)
         .map(Json)
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -149,21 +153,42 @@ pub async fn list(
     };
     let limit = p.int("limit")?;
     let offset = p.int("offset")?;
+    let tenancy = crate::emulator::state::TenancyFilter::parse(p.get("tenancy"))?;
+    let tenant_id = p.int("tenant_id")?;
+    // The tenancy filters apply before paging, so the page is taken here.
     let q = UserListQuery {
         status,
         query: p.get("query").map(str::to_string),
         group_id: p.int("group_id")?,
-        limit: limit.map(|v| v.max(0) as usize),
-        offset: offset.map(|v| v.max(0) as usize),
+        limit: None,
+        offset: None,
     };
     let db = app.state.lock().await;
-    let (users, total) = db.list_users(&q);
+    let (users, _) = db.list_users(&q);
+    let users: Vec<_> = users
+        .into_iter()
+        .filter(|u| db.user_matches_tenancy(u, tenancy, tenant_id))
+        .collect();
+    let total = users.len();
+    let users: Vec<_> = if limit.is_some() || offset.is_some() {
+        users
+            .into_iter()
+            .skip(offset.unwrap_or(0).max(0) as usize)
+            .take(limit.unwrap_or(50).max(0) as usize)
+            .collect()
+    } else {
+        users
+    };
     let index = db.group_index();
     let data: Vec<User> = users
         .into_iter()
         .map(|u| {
             let groups = index.get(&u.id).cloned().unwrap_or_default();
-            user_model(u, groups, Shape::ListItem)
+            let mut model = user_model(u, groups, Shape::ListItem);
+            model
+                .extra
+                .insert("tenant_id".into(), json!(db.tenant_of(u.id)));
+            model
         })
         .collect();
     let paged = limit.is_some() || offset.is_some();
@@ -239,8 +264,18 @@ pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiRes
         group_ids: memberships(body.get("user_group_memberships"))?,
         login_attributes: attributes(body.get("login_attributes"))?,
     };
+    let tenant_id = match present(&body, "tenant_id") {
+        None | Some(None) => None,
+        Some(Some(v)) => Some(v.as_i64().filter(|id| *id > 0).ok_or_else(|| {
+            ApiError::schema("tenant_id", "value must be an integer greater than zero.")
+        })?),
+    };
     let mut db = app.state.lock().await;
-    let id = db.create_user(input)?;
+    let id = match tenant_id {
+        Some(t) if super::tenants::has_tenants(&app) => db.create_tenant_user(input, t)?,
+        Some(_) => return Err(crate::emulator::state::tenants_paid()),
+        None => db.create_user(input)?,
+    };
     render(&db, id, Shape::Single)
 }
 

@@ -162,6 +162,7 @@ impl State {
         if group_id == ALL_USERS_GROUP {
             return Err(ApiError::bad_request(text::ALL_USERS_MEMBERSHIP));
         }
+        self.check_membership_tenancy(Some(user_id), group_id)?;
         if self.membership_of(user_id, group_id).is_some() {
             // The unique constraint on (user_id, group_id) surfaces as a 500 in Metabase.
             return Err(ApiError::Json(

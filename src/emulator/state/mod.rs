@@ -28,6 +28,7 @@ mod data_put;
 mod groups;
 mod sandboxes;
 mod seed;
+mod tenants;
 mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +40,9 @@ pub use data_put::DataPutOutcome;
 pub use groups::GroupRec;
 pub use sandboxes::SandboxRec;
 pub use seed::SeededTenant;
+pub use tenants::{
+    Tenancy, TenancyFilter, TenantPatch, TenantRec, tenant_attributes, tenants_paid,
+};
 pub use users::{NewUserInput, StatusFilter, UserListQuery, UserPatch, UserRec};
 
 use crate::metabase::models::{CollectionAccess, CollectionKey};
@@ -140,6 +144,8 @@ pub struct State {
     pub setup_token: Option<String>,
     pub seq: Sequences,
     pub seeded_tenants: i64,
+    /// Metabase Tenants (see `tenants.rs`).
+    pub tenancy: Tenancy,
 }
 
 impl State {
@@ -169,6 +175,7 @@ impl State {
                 api_key: 0,
             },
             seeded_tenants: 0,
+            tenancy: Tenancy::default(),
         };
         state.groups.insert(
             ALL_USERS_GROUP,

@@ -188,6 +188,9 @@ impl State {
         if add.iter().any(|g| !self.groups.contains_key(g)) {
             return Err(ApiError::not_found());
         }
+        for g in &add {
+            self.check_membership_tenancy(user_id, *g)?;
+        }
         if remove.contains(&ADMIN_GROUP)
             && user_id.is_some_and(|id| self.is_active_admin(id))
             && self.active_admin_count() <= 1

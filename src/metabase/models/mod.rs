@@ -9,6 +9,7 @@ mod graph;
 mod group;
 mod session;
 mod table;
+mod tenant;
 mod user;
 
 pub use collection::*;
@@ -16,6 +17,7 @@ pub use graph::*;
 pub use group::*;
 pub use session::*;
 pub use table::*;
+pub use tenant::*;
 pub use user::*;
 
 /// Keys a struct does not declare, kept verbatim.
