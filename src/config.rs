@@ -74,6 +74,9 @@ pub struct WorkerArgs {
     /// Lifetime of a graph lock without its holder extending it (a crashed holder's lock frees after it).
     #[arg(long, env = "MBPROV_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]
     pub lock_ttl: Duration,
+    /// Longest one write may hold a graph lock; past it the write is abandoned and retried later.
+    #[arg(long, env = "MBPROV_GRAPH_LOCK_BUDGET", default_value = "20s", value_parser = parse_duration)]
+    pub graph_lock_budget: Duration,
 }
 
 /// The base delays of the retry tiers, in order.

@@ -71,6 +71,7 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
             lock_ttl: cmd.worker.lock_ttl,
             lock_wait: cmd.worker.lock_wait,
             batch_linger: cmd.worker.batch_linger,
+            lock_budget: cmd.worker.graph_lock_budget,
         },
     );
     let ctx = Context {

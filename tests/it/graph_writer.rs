@@ -8,7 +8,8 @@ use mbprov::emulator::{EmulatorOptions, spawn};
 use mbprov::error::{Classify, ErrorClass};
 use mbprov::graph::access::db_perms;
 use mbprov::graph::{CollectionOp, DataAccess, DataChange, Features};
-use mbprov::graph_writer::{GraphWriter, WriterConfig};
+use mbprov::graph_writer::{GraphWriter, TenantCollection, WriterConfig};
+use mbprov::jobs::policy::BuiltinGroups;
 use mbprov::metabase::models::*;
 use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
 use mbprov::store::JobStore;
@@ -45,6 +46,7 @@ async fn setup() -> Setup {
             lock_ttl: Duration::from_secs(5),
             lock_wait: Duration::from_secs(20),
             batch_linger: Duration::ZERO,
+            lock_budget: Duration::from_secs(20),
         },
     );
     Setup {
@@ -205,8 +207,30 @@ async fn control(url: &str, path: &str, body: Value) {
     assert!(answer.status().is_success(), "{path}: {}", answer.status());
 }
 
+fn builtin() -> BuiltinGroups {
+    BuiltinGroups {
+        all_users: 1,
+        admin: 2,
+        all: std::collections::BTreeSet::from([1, 2]),
+    }
+}
+
+fn tenant(id: &str, name: &str, group: i64) -> TenantCollection {
+    TenantCollection::new(
+        id.into(),
+        format!("{name} Dashboards"),
+        Some(2),
+        group,
+        CollectionAccess::Read,
+        true,
+        builtin(),
+    )
+}
+
+/// A tenant's collection made in a batch that then failed is not made again: the next attempt
+/// finds it by its tenant marker and finishes the grant and isolation.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_collection_created_before_its_batch_failed_is_answered_not_made_again() {
+async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() {
     let s = setup().await;
     let g = s.mb.create_group("Tenant: late").await.unwrap().id;
     let set = move |collection| {
@@ -232,12 +256,8 @@ async fn a_collection_created_before_its_batch_failed_is_answered_not_made_again
     }
     let w = s.writer.clone();
     let create = tokio::spawn(async move {
-        w.create_collection(NewCollection {
-            name: "Late Dashboards".into(),
-            description: None,
-            parent_id: Some(2),
-        })
-        .await
+        w.provision_tenant_collection(tenant("late", "Late", g))
+            .await
     });
     let w = s.writer.clone();
     let ops = tokio::spawn(async move { w.write_collections(set(CollectionKey::Id(2))).await });
@@ -260,24 +280,47 @@ async fn a_collection_created_before_its_batch_failed_is_answered_not_made_again
     assert!(head.await.unwrap().is_err(), "the head write conflicts too");
     let failed = ops.await.unwrap().unwrap_err();
     assert_eq!(failed.class(), ErrorClass::Transient, "{failed}");
-    let id = create
-        .await
-        .unwrap()
-        .expect("the creation is answered although its batch failed");
+    let failed = create.await.unwrap().unwrap_err();
+    assert_eq!(failed.class(), ErrorClass::Transient, "{failed}");
     assert_eq!(s.writer.collection_batches(), 2, "one batch carried both");
+    let made = s.mb.child_collections(2).await.unwrap();
+    let ids = made
+        .iter()
+        .filter(|c| c.name == "Late Dashboards")
+        .map(|c| c.id)
+        .collect::<Vec<_>>();
+    assert_eq!(ids.len(), 1, "created before the failure");
     control(
         &s.url,
         "/_emulator/faults",
         serde_json::json!({"fail": null}),
     )
     .await;
+    // The job's next attempt: found by marker (Redis forgotten too, so by listing), not made again.
+    s.store
+        .forget_id("tenant-collection", "late")
+        .await
+        .unwrap();
+    let id = s
+        .writer
+        .provision_tenant_collection(tenant("late", "Late", g))
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![CollectionKey::Id(id)]);
     let made = s.mb.child_collections(2).await.unwrap();
     assert_eq!(
-        made.iter()
-            .filter(|c| c.name == "Late Dashboards")
-            .map(|c| c.id)
-            .collect::<Vec<_>>(),
-        vec![CollectionKey::Id(id)],
+        made.iter().filter(|c| c.name == "Late Dashboards").count(),
+        1,
         "made once"
+    );
+    let graph = s.mb.collection_graph().await.unwrap();
+    assert_eq!(
+        graph.access(g, CollectionKey::Id(id)),
+        CollectionAccess::Read
+    );
+    assert_eq!(
+        graph.access(1, CollectionKey::Id(id)),
+        CollectionAccess::None,
+        "isolated"
     );
 }
