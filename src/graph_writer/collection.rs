@@ -12,7 +12,7 @@
 //! tenant's marker, create when missing (one POST at a time: concurrent `POST /api/collection`
 //! can answer 500, ../shared/metabase-api.md correction 9), grant, isolate, verify.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::snapshot::Snapshot;
 use crate::graph::{CollectionOp, collection_body};
@@ -88,13 +88,21 @@ impl Kind for CollectionKind {
         let parents: Vec<CollectionKey> = missing.iter().map(|t| t.parent_key()).collect();
         let mut cache = SnapshotCache::load(core, &ops, &parents).await;
 
-        // Create the missing ones, one at a time.
+        // Create the missing ones, one at a time; two jobs of one tenant in this batch (a
+        // duplicate delivery, a re-sent message) share one.
         let mut made = BTreeSet::new();
+        let mut made_for: BTreeMap<(&str, Option<i64>), i64> = BTreeMap::new();
         for t in missing {
+            if let Some(id) = made_for.get(&(t.tenant_id.as_str(), t.parent)) {
+                t.resolve(*id);
+                ops.extend(t.ops(*id)?);
+                continue;
+            }
             guard.ensure_held()?;
             match tenant::create(core, t).await {
                 Ok(id) => {
                     t.resolve(id);
+                    made_for.insert((t.tenant_id.as_str(), t.parent), id);
                     cache.created(id, t.parent_key());
                     made.insert(CollectionKey::Id(id));
                     tracing::info!(collection = id, tenant = %t.tenant_id, name = %t.name, "tenant collection created");

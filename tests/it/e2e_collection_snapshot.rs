@@ -10,6 +10,13 @@ use serde_json::{Value, json};
 
 const WHOLE_GRAPH_READ: &str = "GET /api/collection/graph";
 
+/// Redis `GET key`.
+async fn redis_get(key: &str) -> Option<String> {
+    let client = redis::Client::open(support::redis_url()).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("GET").arg(key).query_async(&mut c).await.ok()?
+}
+
 async fn whole_graph_reads(stack: &Stack) -> u64 {
     stack.stats().await["requests"][WHOLE_GRAPH_READ]
         .as_u64()
@@ -88,8 +95,16 @@ async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
     provision(&stack, 1..=4).await;
     assert_eq!(
         whole_graph_reads(&stack).await,
-        1,
-        "after the first tenant the snapshot in Redis stands in for the graph, for both replicas"
+        2,
+        "the first tenant's read, then one after the second tenant's creation that confirms \
+         creations bump the revision here; from then on the snapshot in Redis stands in for \
+         the graph, for both replicas"
+    );
+    assert_eq!(
+        redis_get(&format!("{}:graph:collection:creation_bumps", stack.prefix))
+            .await
+            .as_deref(),
+        Some("confirmed")
     );
     let snapshot = format!("{}:graph:collection:rows", stack.prefix);
     assert!(support::redis_exists(&snapshot).await);
@@ -100,7 +115,7 @@ async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
     provision(&stack, 5..=5).await;
     assert_eq!(
         whole_graph_reads(&stack).await,
-        1 + 1 + 1,
+        2 + 1 + 1,
         "the administrator's read, then one by the worker after the 409"
     );
     assert_eq!(stack.stats().await["conflicts"]["collection"], 1);
@@ -108,7 +123,7 @@ async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
     provision(&stack, 6..=7).await;
     assert_eq!(
         whole_graph_reads(&stack).await,
-        3,
+        4,
         "the read refreshed the snapshot"
     );
     assert_isolated(&stack, 1..=7, contractors).await;
