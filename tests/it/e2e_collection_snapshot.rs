@@ -267,3 +267,44 @@ async fn a_parent_changing_under_concurrent_provisioning_never_leaks_into_tenant
     );
     stack.teardown().await;
 }
+
+/// The masked-snapshot ordering: on a Metabase whose new collections keep the revision, an
+/// administrator's grant lands between one tenant and the next and supplies exactly the bump
+/// the second creation does not make. A writer that predicted the revision would be accepted
+/// with rows that miss the grant, and the new collection would keep the copied read. The
+/// writer never predicts a creation it has not confirmed, and a confirmation needs the rows to
+/// match too, so the grant is seen and revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrators_edit_supplying_the_missing_bump_is_caught() {
+    let mut stack = Stack::start_with(StackOptions {
+        emulator_args: vec!["--silent-collection-copies".into()],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.spawn_worker().await;
+    provision(&stack, 1..=1).await;
+    let contractors = grant_contractors_the_shared_collection(&stack).await;
+    provision(&stack, 2..=2).await;
+    assert_isolated(&stack, 1..=2, contractors).await;
+    let log = stack.worker_log(0);
+    assert!(
+        !log.contains("confirmed on this instance"),
+        "the masked bump must not pass for a confirmation"
+    );
+    assert!(log.contains("not yet confirmed that creating a collection bumps"));
+    // The next creation, with nobody else writing, shows the missing bump.
+    provision(&stack, 3..=3).await;
+    assert_isolated(&stack, 1..=3, contractors).await;
+    assert!(
+        stack
+            .worker_log(0)
+            .contains("did not bump the collection-graph revision"),
+    );
+    assert_eq!(
+        redis_get(&format!("{}:graph:collection:creation_bumps", stack.prefix))
+            .await
+            .as_deref(),
+        Some("refuted")
+    );
+    stack.teardown().await;
+}

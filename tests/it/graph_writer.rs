@@ -324,3 +324,74 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
         "isolated"
     );
 }
+
+async fn requests(url: &str, route: &str) -> u64 {
+    let stats: Value = reqwest::Client::new()
+        .get(format!("{url}/_emulator/stats"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["requests"][route].as_u64().unwrap_or(0)
+}
+
+/// Only a 400 depends on the content of a merged write; a 403 (or 401, 404, 5xx) would fail
+/// every half the same way, so the batch fails as a whole without halving into more requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merged_write_is_split_only_when_refused_with_a_400() {
+    let s = setup().await;
+    let a = s.mb.create_group("A").await.unwrap().id;
+    let b = s.mb.create_group("B").await.unwrap().id;
+    let head = s.mb.create_group("Head").await.unwrap().id;
+    let perms = || db_perms(DataAccess::ViewOnly, Features::default());
+    const ROUTE: &str = "PUT /api/permissions/graph";
+    // Fail every data-graph PUT once the head change is in the writer (it fails too).
+    let guard = s
+        .store
+        .graph_lock("data", Duration::from_secs(5))
+        .acquire(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let w = s.writer.clone();
+    let first = tokio::spawn(async move { w.write_data(DataChange::set(head, 1, perms())).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.writer.data_batches() != 1 {
+        assert!(std::time::Instant::now() < deadline, "no first batch");
+        tokio::task::yield_now().await;
+    }
+    let mut tasks = Vec::new();
+    for (i, g) in [a, b].into_iter().enumerate() {
+        let w = s.writer.clone();
+        tasks.push(tokio::spawn(async move {
+            w.write_data(DataChange::set(g, 1, perms())).await
+        }));
+        wait_for_backlog(&s, i + 1).await;
+    }
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"fail": {"method": "PUT", "path": "/api/permissions/graph", "status": 403}}),
+    )
+    .await;
+    let before = requests(&s.url, ROUTE).await;
+    guard.release().await.unwrap();
+    assert!(first.await.unwrap().is_err());
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+    }
+    assert_eq!(
+        requests(&s.url, ROUTE).await - before,
+        2,
+        "one PUT for the head change, one for the merged pair: no halves"
+    );
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"fail": null}),
+    )
+    .await;
+}

@@ -14,6 +14,8 @@ mod e2e_jobs;
 mod e2e_lifecycle;
 mod e2e_retries;
 mod e2e_tenant;
+mod e2e_tenant_identity;
+mod e2e_writer_supervision;
 mod emulator_http;
 mod graph_writer;
 mod lock_redis;
