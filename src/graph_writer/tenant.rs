@@ -110,11 +110,12 @@ pub(super) async fn find(
     let found = match cached(core, t).await? {
         Some((id, name)) => Some((id, name != t.name)),
         None => {
-            if !listings.0.contains_key(&t.parent) {
-                let children = children(&core.mb, t.parent).await?;
-                listings.0.insert(t.parent, children);
-            }
-            let candidates = listings.0.get(&t.parent).map_or(&[][..], Vec::as_slice);
+            let candidates = match listings.0.entry(t.parent) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(children(&core.mb, t.parent).await?)
+                }
+            };
             match pick(candidates, &t.tenant_id, &t.name) {
                 Pick::Found { id, rename } => Some((id, rename)),
                 Pick::Missing => None,
@@ -272,4 +273,45 @@ pub async fn forget(store: &crate::store::JobStore, tenant_id: &str) -> Result<(
             class: e.class(),
             message: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::Method;
+
+    #[test]
+    fn only_a_4xx_proves_a_creation_did_not_happen() {
+        let status = |status| MetabaseError::Status {
+            method: Method::POST,
+            route: "/api/collection".into(),
+            status,
+            message: String::new(),
+        };
+        let cases = [
+            (status(400), false),
+            (status(403), false),
+            (status(404), false),
+            (status(500), true),
+            (status(503), true),
+            (
+                MetabaseError::Timeout {
+                    method: Method::POST,
+                    route: "/api/collection".into(),
+                },
+                true,
+            ),
+            (
+                MetabaseError::Connect {
+                    method: Method::POST,
+                    route: "/api/collection".into(),
+                    detail: "connection reset".into(),
+                },
+                true,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(may_have_applied(&e), want, "{e}");
+        }
+    }
 }

@@ -184,13 +184,21 @@ mod tests {
             keep: BTreeSet::from([5]),
         };
         assert_eq!(
-            check_collection_ops(&[isolate.clone()], &named, &builtin(), &BTreeSet::from([9])),
+            check_collection_ops(
+                std::slice::from_ref(&isolate),
+                &named,
+                &builtin(),
+                &BTreeSet::from([9])
+            ),
             Ok(())
         );
         // Isolating a collection not shown to be the tenant's (an administrator's, or another
         // tenant's of the same name) is refused whoever asks.
         for marked in [none(), BTreeSet::from([8])] {
-            assert!(check_collection_ops(&[isolate.clone()], &named, &builtin(), &marked).is_err());
+            assert!(
+                check_collection_ops(std::slice::from_ref(&isolate), &named, &builtin(), &marked)
+                    .is_err()
+            );
         }
         assert!(
             check_collection_ops(

@@ -26,6 +26,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with_budget(Duration::from_secs(20)).await
+}
+
+async fn setup_with_budget(lock_budget: Duration) -> Setup {
     let emu = spawn(EmulatorOptions::new(KEY)).await.unwrap();
     let mb =
         MetabaseClient::new(ClientConfig::new(emu.url(), Auth::ApiKey(ApiKey::new(KEY)))).unwrap();
@@ -46,7 +50,7 @@ async fn setup() -> Setup {
             lock_ttl: Duration::from_secs(5),
             lock_wait: Duration::from_secs(20),
             batch_linger: Duration::ZERO,
-            lock_budget: Duration::from_secs(20),
+            lock_budget,
         },
     );
     Setup {
@@ -392,6 +396,46 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
         &s.url,
         "/_emulator/faults",
         serde_json::json!({"fail": null}),
+    )
+    .await;
+}
+
+/// A slow Metabase cannot keep the graph lock past the budget: the write is abandoned as
+/// transient and the lock is free at once for the next writer.
+#[tokio::test(flavor = "multi_thread")]
+async fn time_under_the_graph_lock_is_capped_by_the_budget() {
+    let s = setup_with_budget(Duration::from_millis(300)).await;
+    let g = s.mb.create_group("Slow").await.unwrap().id;
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"latency_ms": 1000}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let e = s
+        .writer
+        .write_data(DataChange::set(
+            g,
+            1,
+            db_perms(DataAccess::ViewOnly, Features::default()),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+    assert!(e.to_string().contains("lock budget"), "{e}");
+    // Released, not left to expire with its ttl (5 s here).
+    let lock = s.store.graph_lock("data", Duration::from_secs(5));
+    let guard = lock
+        .acquire(Duration::ZERO)
+        .await
+        .expect("the lock is free");
+    guard.release().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"latency_ms": 0}),
     )
     .await;
 }
