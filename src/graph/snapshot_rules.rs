@@ -46,25 +46,41 @@ impl CreationBumps {
     }
 }
 
-/// Whether a batch may work from its snapshot (predicting the revision) or must read the whole
-/// graph. `parents` are the parents of the collections it creates.
-pub fn may_predict(
-    bumps: CreationBumps,
-    snapshot: Option<&Snapshot>,
-    parents: &[CollectionKey],
-) -> bool {
+/// How a collection batch works with the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// From the snapshot, predicting the revision (Metabase's revision check vouches for it).
+    Predict,
+    /// Read the whole graph after creating, and judge it against the whole snapshot moved
+    /// forward by the creations: the way creations get confirmed to bump.
+    Confirm,
+    /// Read the whole graph.
+    Read,
+}
+
+/// The plan of a batch with `snapshot` loaded that creates collections under `parents`.
+pub fn plan(bumps: CreationBumps, snapshot: Option<&Snapshot>, parents: &[CollectionKey]) -> Plan {
     let Some(snapshot) = snapshot else {
-        return false;
+        return Plan::Read;
     };
+    if bumps == CreationBumps::Refuted {
+        return Plan::Read;
+    }
     if parents.is_empty() {
         // Without creations the prediction is only "our write bumps by one", which Metabase's
         // answer to that very write confirms.
-        return bumps != CreationBumps::Refuted;
+        return Plan::Predict;
     }
     // A parent with no row is not in the graph at all: personal, trash, tenant namespaces or
     // archived (the Administrators group has `write` on every collection the graph lists), and
-    // creations under those do not bump.
-    bumps == CreationBumps::Confirmed && parents.iter().all(|p| snapshot.has_row(*p))
+    // creations under those neither copy nor bump: never predicted, never used to confirm.
+    if !parents.iter().all(|p| snapshot.has_row(*p)) {
+        return Plan::Read;
+    }
+    match bumps {
+        CreationBumps::Confirmed => Plan::Predict,
+        _ => Plan::Confirm,
+    }
 }
 
 /// What a whole read says about a prediction.
@@ -169,30 +185,29 @@ mod tests {
     use CollectionAccess::{Read, Write};
 
     #[test]
-    fn predict_only_from_a_snapshot_and_only_creations_that_are_known_to_bump() {
+    fn predict_only_from_a_snapshot_and_only_creations_known_to_bump() {
+        use CreationBumps::*;
         let s = snap(7, &[(2, &[(2, Write), (1, Read)])]);
         let shared = [CollectionKey::Id(2)];
         let personal = [CollectionKey::Id(40)];
+        let both = [shared[0], personal[0]];
         let cases = [
-            (CreationBumps::Confirmed, None, &shared[..], false),
-            (CreationBumps::Unknown, Some(&s), &[][..], true),
-            (CreationBumps::Confirmed, Some(&s), &[][..], true),
-            (CreationBumps::Refuted, Some(&s), &[][..], false),
-            (CreationBumps::Unknown, Some(&s), &shared[..], false),
-            (CreationBumps::Confirmed, Some(&s), &shared[..], true),
-            (CreationBumps::Refuted, Some(&s), &shared[..], false),
+            (Confirmed, None, &shared[..], Plan::Read),
+            (Unknown, None, &[][..], Plan::Read),
+            (Unknown, Some(&s), &[][..], Plan::Predict),
+            (Confirmed, Some(&s), &[][..], Plan::Predict),
+            (Refuted, Some(&s), &[][..], Plan::Read),
+            (Unknown, Some(&s), &shared[..], Plan::Confirm),
+            (Confirmed, Some(&s), &shared[..], Plan::Predict),
+            (Refuted, Some(&s), &shared[..], Plan::Read),
             // A parent outside the graph (personal, trash, tenant): its creations do not bump.
-            (CreationBumps::Confirmed, Some(&s), &personal[..], false),
-            (
-                CreationBumps::Confirmed,
-                Some(&s),
-                &[shared[0], personal[0]][..],
-                false,
-            ),
+            (Confirmed, Some(&s), &personal[..], Plan::Read),
+            (Unknown, Some(&s), &personal[..], Plan::Read),
+            (Confirmed, Some(&s), &both[..], Plan::Read),
         ];
         for (bumps, snapshot, parents, want) in cases {
             assert_eq!(
-                may_predict(bumps, snapshot, parents),
+                plan(bumps, snapshot, parents),
                 want,
                 "{bumps:?} {parents:?} {}",
                 snapshot.is_some()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::graph::CollectionOp;
 use crate::graph::snapshot::{Snapshot, rows_needed};
 use crate::graph::snapshot_rules::{
-    AfterWrite, CreationBumps, Verdict, after_write, judge, may_predict, next_bumps,
+    AfterWrite, CreationBumps, Plan, Verdict, after_write, judge, next_bumps, plan,
 };
 use crate::metabase::models::CollectionKey;
 
@@ -62,10 +62,10 @@ impl SnapshotCache {
         {
             Ok(loaded) => {
                 cache.stored = loaded.as_ref().map(|k| k.revision);
-                if may_predict(bumps, loaded.as_ref(), parents) {
-                    cache.known = loaded;
-                } else if confirming {
-                    cache.expected_whole = loaded;
+                match plan(bumps, loaded.as_ref(), parents) {
+                    Plan::Predict => cache.known = loaded,
+                    Plan::Confirm => cache.expected_whole = loaded,
+                    Plan::Read => {}
                 }
             }
             Err(e) => tracing::debug!(error = %e, "could not read the collection-graph snapshot"),

@@ -34,6 +34,11 @@ pub struct TenantCollection {
     pub isolate: bool,
     /// The instance's built-in groups, for the policy check of the final operations.
     pub builtin: BuiltinGroups,
+    /// The tenant's group was created by this very job: nothing marked for the tenant can be
+    /// live yet (its collection is only ever made after its group, and `tenant.deleted` archives
+    /// it before deleting the group), so the look-up is skipped. A new tenant then costs no
+    /// listing of the parent's children, which grows with the number of tenants.
+    new_tenant: bool,
     /// Set once the collection is found or created, so a merged write that is split and
     /// retried never looks it up or creates it again.
     resolved: OnceLock<i64>,
@@ -57,8 +62,15 @@ impl TenantCollection {
             access,
             isolate,
             builtin,
+            new_tenant: false,
             resolved: OnceLock::new(),
         }
+    }
+
+    /// See [`TenantCollection::new_tenant`]: set when the job just created the tenant's group.
+    pub fn new_tenant(mut self, created_group: bool) -> TenantCollection {
+        self.new_tenant = created_group;
+        self
     }
 
     pub(super) fn resolved(&self) -> Option<i64> {
@@ -107,6 +119,9 @@ pub(super) async fn find(
     t: &TenantCollection,
     listings: &mut Listings,
 ) -> Result<Option<i64>, WriteError> {
+    if t.new_tenant {
+        return Ok(None);
+    }
     let found = match cached(core, t).await? {
         Some((id, name)) => Some((id, name != t.name)),
         None => {

@@ -89,7 +89,8 @@ pub async fn run(ctx: &Context, t: &TenantCreated) -> Result<(), JobError> {
         access,
         t.isolate_collection,
         ctx.builtin.clone(),
-    );
+    )
+    .new_tenant(group.created);
     let (d, c) = tokio::join!(
         ctx.writer.write_data(data),
         ctx.writer.provision_tenant_collection(collection)
