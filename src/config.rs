@@ -93,6 +93,9 @@ pub struct WorkerArgs {
     /// `native` (Metabase's own Tenants, Pro/Enterprise v0.58+).
     #[arg(long, env = "MBPROV_TENANCY", value_enum, default_value_t = Tenancy::Groups)]
     pub tenancy: Tenancy,
+    /// Longest one write may hold a graph lock; past it the write is abandoned and retried later.
+    #[arg(long, env = "MBPROV_GRAPH_LOCK_BUDGET", default_value = "20s", value_parser = parse_duration)]
+    pub graph_lock_budget: Duration,
 }
 
 /// `on` or `off` (also `true`/`false`, `1`/`0`).

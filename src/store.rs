@@ -10,7 +10,12 @@
 //! - `P:graph:data:revision` the data-graph revision the last mbprov write left
 //! - `P:graph:collection:rows` the collection graph as of one revision, a hash: `revision`,
 //!   `taken_at` (Unix seconds of the whole read it started from), and one field per collection
-//!   (`root` or its id) holding that collection's cells as JSON
+//!   (`root` or its id) holding that collection's cells as JSON. It only moves forward: a
+//!   replacement at a lower revision than the stored one is ignored.
+//! - `P:graph:collection:creation_bumps` whether creating a collection was seen to bump the
+//!   revision on this instance (`confirmed` or `refuted`), kept for a day
+//! - `P:map:tenant-collection:<tenant id>` the cached id of a tenant's collection (the marker
+//!   in Metabase is the truth; see `graph::tenant_marker`)
 
 use std::time::Duration;
 
@@ -36,6 +41,22 @@ end
 redis.call('HSET', KEYS[1], 'revision', ARGV[2])
 return 1
 ";
+
+/// Replaces the snapshot, unless the stored one is at a higher revision: a slow writer's older
+/// whole read never moves it back. ARGV: revision, taken_at, then field/value pairs.
+const REPLACE_SNAPSHOT: &str = r"
+local current = redis.call('HGET', KEYS[1], 'revision')
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'revision', ARGV[1], 'taken_at', ARGV[2])
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 1
+";
+
+/// How long a finding about creations and the revision is trusted (an upgrade may change it).
+const CREATION_BUMPS_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How long a completed job id is remembered (CONTRACT.md section 3).
 pub const DONE_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -231,30 +252,43 @@ impl JobStore {
         Ok(moved == 1)
     }
 
-    /// Replaces the stored snapshot with `snapshot`, which holds every row of the graph.
-    pub async fn replace_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+    /// Replaces the stored snapshot with `snapshot`, which holds every row of the graph, unless
+    /// the stored one is newer. True when replaced.
+    pub async fn replace_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.snapshot_key();
-        let mut hset = redis::cmd("HSET");
-        hset.arg(&key)
-            .arg("revision")
-            .arg(snapshot.revision)
-            .arg("taken_at")
-            .arg(unix_now());
+        let script = redis::Script::new(REPLACE_SNAPSHOT);
+        let mut call = script.key(self.snapshot_key());
+        call.arg(snapshot.revision).arg(unix_now());
         for (collection, row) in &snapshot.rows {
             if !row.is_empty() {
-                hset.arg(collection.to_string()).arg(row_value(Some(row)));
+                call.arg(collection.to_string()).arg(row_value(Some(row)));
             }
         }
-        redis::pipe()
-            .atomic()
-            .del(&key)
-            .ignore()
-            .add_command(hset)
-            .ignore()
-            .query_async::<()>(&mut conn)
+        let replaced: i64 = call
+            .invoke_async(&mut conn)
             .await
-            .map_err(command("store the graph snapshot"))
+            .map_err(command("store the graph snapshot"))?;
+        Ok(replaced == 1)
+    }
+
+    /// Whether creating a collection was seen to bump the collection-graph revision
+    /// (`confirmed`, `refuted`), as recorded by any replica.
+    pub async fn creation_bumps(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.get(self.creation_bumps_key())
+            .await
+            .map_err(command("read the creation finding"))
+    }
+
+    pub async fn set_creation_bumps(&self, finding: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.set_ex::<_, _, ()>(
+            self.creation_bumps_key(),
+            finding,
+            CREATION_BUMPS_TTL.as_secs(),
+        )
+        .await
+        .map_err(command("record the creation finding"))
     }
 
     /// Drops the snapshot: the next write reads the whole graph.
@@ -282,6 +316,10 @@ impl JobStore {
             format!("{}:lock:graph:{graph}", self.prefix),
             ttl,
         )
+    }
+
+    fn creation_bumps_key(&self) -> String {
+        format!("{}:graph:collection:creation_bumps", self.prefix)
     }
 
     fn snapshot_key(&self) -> String {

@@ -99,6 +99,7 @@ async fn apply_inner(args: &PlanArgs) -> Result<Vec<String>, String> {
             lock_ttl: std::time::Duration::from_secs(15),
             lock_wait: args.lock_wait,
             batch_linger: std::time::Duration::ZERO,
+            lock_budget: std::time::Duration::from_secs(20),
         },
     );
     crate::pac::apply(&mb, &writer, &doc, instance.features, &instance.builtin)

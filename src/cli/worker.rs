@@ -2,7 +2,7 @@
 //! runs until SIGTERM/SIGINT.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -57,6 +57,8 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
         file: cmd.metabase.api_key_file.clone(),
     };
     let (intake, mb) = start_intake(&cmd, mb, &key_source, &shutdown).await?;
+    // The graph writers start once Metabase is reached; readiness learns of them then.
+    let writers: Arc<OnceLock<GraphWriter>> = Arc::new(OnceLock::new());
     // Served before Metabase is reached, so a worker waiting for a working key says why.
     let ops = match http_addr {
         Some(addr) => {
@@ -65,6 +67,7 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
                 store: store.clone(),
                 mb: mb.with_retries(0).without_gate(),
                 intake: intake.clone(),
+                writers: writers.clone(),
             });
             let server = crate::ops::server::serve(addr, check, metrics, shutdown.clone())
                 .await
@@ -109,8 +112,11 @@ async fn serve(cmd: WorkerCommand) -> Result<(), String> {
             lock_ttl: cmd.worker.lock_ttl,
             lock_wait: cmd.worker.lock_wait,
             batch_linger: cmd.worker.batch_linger,
+            lock_budget: cmd.worker.graph_lock_budget,
         },
     );
+    // Set once, right here; a second set cannot happen.
+    let _ = writers.set(writer.clone());
     let ctx = Context {
         mb: mb.clone(),
         store: store.clone(),
@@ -261,6 +267,8 @@ struct Readiness {
     store: JobStore,
     mb: MetabaseClient,
     intake: Intake,
+    /// A writer task that keeps dying is left stopped: every graph job would then fail.
+    writers: Arc<OnceLock<GraphWriter>>,
 }
 
 impl ReadinessCheck for Readiness {
@@ -275,6 +283,9 @@ impl ReadinessCheck for Readiness {
         Box::pin(async move {
             if let GateReadiness::NotReady(reason) = self.intake.state().readiness() {
                 return Err(reason);
+            }
+            if self.writers.get().is_some_and(|w| !w.healthy()) {
+                return Err("a graph writer task stopped after repeated panics".to_string());
             }
             self.store
                 .ping()

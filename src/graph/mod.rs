@@ -11,6 +11,8 @@ pub mod collection;
 pub mod data;
 pub mod granular;
 pub mod snapshot;
+pub mod snapshot_rules;
+pub mod tenant_marker;
 
 pub use access::{DataAccess, Features};
 pub use collection::{CollectionOp, collection_body};

@@ -66,6 +66,12 @@ impl Snapshot {
         }
     }
 
+    /// Whether `key` has any cell: a collection the graph lists always has one (the
+    /// Administrators group's `write`), so an empty row is a collection outside the graph.
+    pub fn has_row(&self, key: CollectionKey) -> bool {
+        self.rows.get(&key).is_some_and(|row| !row.is_empty())
+    }
+
     /// Metabase created `child` under `parent`: it copied the parent's cells for every group
     /// and bumped the revision.
     pub fn created(&mut self, child: i64, parent: CollectionKey) {

@@ -3,8 +3,8 @@
 //!
 //! Name -> id mappings live in Redis and are verified with one cheap GET before use. Group names
 //! and emails are unique in Metabase, so creating first and treating "already exists" as "find
-//! it" is race-free. Collection names are not unique: creation holds a per-entity Redis lock and
-//! re-checks under it.
+//! it" is race-free. Collection names are not unique: a tenant's collection is found by the
+//! marker Metabase stores for it, inside the collection writer (`graph_writer::tenant`).
 //!
 //! A creating POST whose answer was lost (`MetabaseError::is_outcome_unknown`) may have been
 //! applied. It is never sent again blindly: the group is looked up by name (any case), the user
@@ -16,9 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::metabase::models::{
-    Collection, CollectionKey, MembershipRef, NewCollection, NewUser, User, UserUpdate,
-};
+use crate::metabase::models::{MembershipRef, NewUser, User, UserUpdate};
 
 use super::{Context, JobError};
 
@@ -255,119 +253,6 @@ impl<'a> Directory<'a> {
             .map(|m| m.id)
             .collect())
     }
-
-    /// The live (not archived) collection `name` directly under `parent`, created when missing.
-    /// `parent_is_new_tenant` skips the listing of the parent's children when the tenant's group
-    /// was just created, since nothing of the tenant can exist yet.
-    pub async fn ensure_collection(
-        &self,
-        parent: Option<i64>,
-        name: &str,
-        parent_is_new_tenant: bool,
-    ) -> Result<Found, JobError> {
-        let key = collection_key(parent, name);
-        let lock = self
-            .ctx
-            .store
-            .lock(&format!("collection:{key}"), self.ctx.entity_lock_ttl);
-        let guard = lock.acquire(self.ctx.entity_lock_wait).await?;
-        let result = async {
-            if let Some(id) = self.cached_collection(parent, name).await? {
-                return Ok(Found { id, created: false });
-            }
-            if !parent_is_new_tenant && let Some(c) = self.find_child(parent, name).await? {
-                self.ctx.store.set_id("collection", &key, c).await?;
-                return Ok(Found {
-                    id: c,
-                    created: false,
-                });
-            }
-            // Through the collection writer: a new collection changes the collection graph
-            // (it copies its parent's cells and bumps the revision), so it is made under that
-            // graph's lock, where the writer can account for it.
-            let id = self
-                .ctx
-                .writer
-                .create_collection(NewCollection {
-                    name: name.to_string(),
-                    description: None,
-                    parent_id: parent,
-                })
-                .await?;
-            self.ctx.store.set_id("collection", &key, id).await?;
-            Ok(Found { id, created: true })
-        }
-        .await;
-        if let Err(e) = guard.release().await {
-            tracing::debug!(error = %e, "collection lock release failed; it expires by itself");
-        }
-        result
-    }
-
-    /// The live collection `name` under `parent`, if any (cache, then the parent's children).
-    pub async fn find_collection(
-        &self,
-        parent: Option<i64>,
-        name: &str,
-    ) -> Result<Option<i64>, JobError> {
-        if let Some(id) = self.cached_collection(parent, name).await? {
-            return Ok(Some(id));
-        }
-        self.find_child(parent, name).await
-    }
-
-    pub async fn forget_collection(&self, parent: Option<i64>, name: &str) -> Result<(), JobError> {
-        self.ctx
-            .store
-            .forget_id("collection", &collection_key(parent, name))
-            .await?;
-        Ok(())
-    }
-
-    async fn cached_collection(
-        &self,
-        parent: Option<i64>,
-        name: &str,
-    ) -> Result<Option<i64>, JobError> {
-        let key = collection_key(parent, name);
-        let Some(id) = self.ctx.store.get_id("collection", &key).await? else {
-            return Ok(None);
-        };
-        match self.ctx.mb.get_collection(id).await {
-            Ok(c) if is_live_child(&c, parent, name) => return Ok(Some(id)),
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.ctx.store.forget_id("collection", &key).await?;
-        Ok(None)
-    }
-
-    async fn find_child(&self, parent: Option<i64>, name: &str) -> Result<Option<i64>, JobError> {
-        let candidates = match parent {
-            Some(p) => self.ctx.mb.child_collections(p).await?,
-            None => self.ctx.mb.list_collections(false).await?,
-        };
-        Ok(candidates
-            .into_iter()
-            .filter(|c| is_live_child(c, parent, name))
-            .find_map(|c| match c.id {
-                CollectionKey::Id(id) => Some(id),
-                CollectionKey::Root => None,
-            }))
-    }
-}
-
-fn collection_key(parent: Option<i64>, name: &str) -> String {
-    format!(
-        "{}:{}",
-        parent.map_or("root".to_string(), |p| p.to_string()),
-        name.to_lowercase()
-    )
-}
-
-fn is_live_child(c: &Collection, parent: Option<i64>, name: &str) -> bool {
-    !c.archived && c.personal_owner_id.is_none() && c.name == name && c.parent_id() == parent
 }
 
 /// `current` with `changes` applied: a value sets the key (as a string, the way Metabase stores

@@ -161,7 +161,8 @@ pub struct TenantDeleted {
     #[serde(deserialize_with = "tenant_id")]
     #[schemars(with = "TenantIdSchema")]
     pub tenant_id: String,
-    /// Names the collection to archive (`{tenant_name} Dashboards`).
+    /// Accepted for compatibility; not needed: the collection archived is the one marked for the
+    /// tenant in Metabase (its description), whatever its name.
     #[serde(default)]
     pub tenant_name: Option<String>,
     #[serde(default)]

@@ -51,11 +51,14 @@ pub fn check_data_change(
 }
 
 /// Refuses collection operations that grant to a built-in group or touch a group the job does
-/// not name. Isolation may revoke any group's access to the job's own new collection.
+/// not name. Isolation revokes every other group's access, so it may only ever target a
+/// collection in `marked`: those Metabase itself showed to be marked for the job's tenant
+/// (`graph::tenant_marker`), never one found by name.
 pub fn check_collection_ops(
     ops: &[CollectionOp],
     named: &BTreeSet<i64>,
     builtin: &BuiltinGroups,
+    marked: &BTreeSet<i64>,
 ) -> Result<(), String> {
     for op in ops {
         match op {
@@ -74,7 +77,12 @@ pub fn check_collection_ops(
                     return Err(format!("group {group} may not be revoked by this job"));
                 }
             }
-            CollectionOp::Isolate { keep, .. } => {
+            CollectionOp::Isolate { collection, keep } => {
+                if !marked.contains(collection) {
+                    return Err(format!(
+                        "collection {collection} is not marked for this job's tenant: it may not be isolated"
+                    ));
+                }
                 if let Some(g) = keep.iter().find(|g| !named.contains(g)) {
                     return Err(format!("group {g} is not named by this job"));
                 }
@@ -89,6 +97,10 @@ mod tests {
     use super::*;
     use crate::graph::{DataAccess, Features, access::db_perms};
     use crate::metabase::models::CollectionKey;
+
+    fn none() -> BTreeSet<i64> {
+        BTreeSet::new()
+    }
 
     fn builtin() -> BuiltinGroups {
         BuiltinGroups {
@@ -141,30 +153,59 @@ mod tests {
             access,
         };
         assert_eq!(
-            check_collection_ops(&[set(5, CollectionAccess::Read)], &named, &builtin()),
+            check_collection_ops(
+                &[set(5, CollectionAccess::Read)],
+                &named,
+                &builtin(),
+                &none()
+            ),
             Ok(())
         );
         assert!(
             check_collection_ops(
                 &[set(1, CollectionAccess::Read)],
                 &BTreeSet::from([1]),
-                &builtin()
+                &builtin(),
+                &none()
             )
             .is_err()
         );
         assert!(
-            check_collection_ops(&[set(6, CollectionAccess::Read)], &named, &builtin()).is_err()
+            check_collection_ops(
+                &[set(6, CollectionAccess::Read)],
+                &named,
+                &builtin(),
+                &none()
+            )
+            .is_err()
         );
         let isolate = CollectionOp::Isolate {
             collection: 9,
             keep: BTreeSet::from([5]),
         };
-        assert_eq!(check_collection_ops(&[isolate], &named, &builtin()), Ok(()));
+        assert_eq!(
+            check_collection_ops(
+                std::slice::from_ref(&isolate),
+                &named,
+                &builtin(),
+                &BTreeSet::from([9])
+            ),
+            Ok(())
+        );
+        // Isolating a collection not shown to be the tenant's (an administrator's, or another
+        // tenant's of the same name) is refused whoever asks.
+        for marked in [none(), BTreeSet::from([8])] {
+            assert!(
+                check_collection_ops(std::slice::from_ref(&isolate), &named, &builtin(), &marked)
+                    .is_err()
+            );
+        }
         assert!(
             check_collection_ops(
                 &[CollectionOp::RevokeGroup { group: 2 }],
                 &BTreeSet::from([2]),
-                &builtin()
+                &builtin(),
+                &none()
             )
             .is_err()
         );

@@ -2,7 +2,9 @@
 //!
 //! A brand-new tenant costs three creating requests (group, user with its attributes and
 //! memberships, collection) plus its share of two coalesced graph writes. Re-runs read first and
-//! write only what is missing.
+//! write only what is missing. The tenant's collection is the one marked for its `tenant_id` in
+//! Metabase (`graph::tenant_marker`), whatever its name: a renamed tenant's collection is
+//! renamed, and two tenants of the same name get one collection each.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,8 +12,9 @@ use serde_json::Value;
 
 use crate::graph::access::{db_perms, sandboxed_tables};
 use crate::graph::data::still_needed;
-use crate::graph::{CollectionOp, DataAccess, DataChange};
-use crate::metabase::models::{CollectionAccess, CollectionKey, Sandbox};
+use crate::graph::{DataAccess, DataChange};
+use crate::graph_writer::TenantCollection;
+use crate::metabase::models::{CollectionAccess, Sandbox};
 
 use super::payloads::{CollectionLevel, SandboxSpec, TenantCreated};
 use super::{Context, JobError, policy};
@@ -68,14 +71,6 @@ pub async fn run(ctx: &Context, t: &TenantCreated) -> Result<(), JobError> {
             .await?;
     }
 
-    let collection = dir
-        .ensure_collection(
-            t.shared_collection_id,
-            &collection_name(&t.tenant_name),
-            group.created,
-        )
-        .await?;
-
     let named = BTreeSet::from([group.id]);
     let data = data_change(ctx, t, group.id, group.created).await?;
     policy::check_data_change(&data, &named, &ctx.builtin).map_err(JobError::Policy)?;
@@ -83,22 +78,22 @@ pub async fn run(ctx: &Context, t: &TenantCreated) -> Result<(), JobError> {
         CollectionLevel::Read => CollectionAccess::Read,
         CollectionLevel::Write => CollectionAccess::Write,
     };
-    let mut ops = vec![CollectionOp::Set {
-        group: group.id,
-        collection: CollectionKey::Id(collection.id),
+    // The collection is found by the tenant's marker, created, granted and isolated in one
+    // trip through the collection writer; the policy check of its operations runs there, once
+    // Metabase has shown which collection is marked for this tenant.
+    let collection = TenantCollection::new(
+        t.tenant_id.clone(),
+        collection_name(&t.tenant_name),
+        t.shared_collection_id,
+        group.id,
         access,
-    }];
-    if t.isolate_collection {
-        ops.push(CollectionOp::Isolate {
-            collection: collection.id,
-            keep: named.clone(),
-        });
-    }
-    policy::check_collection_ops(&ops, &named, &ctx.builtin).map_err(JobError::Policy)?;
-
+        t.isolate_collection,
+        ctx.builtin.clone(),
+    )
+    .new_tenant(group.created);
     let (d, c) = tokio::join!(
         ctx.writer.write_data(data),
-        ctx.writer.write_collections(ops)
+        ctx.writer.provision_tenant_collection(collection)
     );
     d?;
     c?;

@@ -1,5 +1,5 @@
 //! `tenant.deleted`: revoke, deactivate the members who only belonged to the tenant, archive
-//! the collection, delete the group (CONTRACT.md §4). The group goes last, so a run cut short
+//! the tenant's collection (the one marked for its `tenant_id`), delete the group (CONTRACT.md §4). The group goes last, so a run cut short
 //! is finished by the next one; a tenant whose group is gone is done.
 
 use std::collections::BTreeSet;
@@ -9,7 +9,9 @@ use crate::graph::data::still_needed;
 use crate::graph::{CollectionOp, DataChange};
 
 use super::payloads::TenantDeleted;
-use super::tenant_created::{collection_name, group_name};
+use crate::graph_writer::tenant_collection;
+
+use super::tenant_created::group_name;
 use super::{Context, JobError, policy};
 
 pub async fn run(ctx: &Context, t: &TenantDeleted) -> Result<(), JobError> {
@@ -47,7 +49,8 @@ pub async fn run(ctx: &Context, t: &TenantDeleted) -> Result<(), JobError> {
     let change = still_needed(&slice.groups, &change);
     policy::check_data_change(&change, &named, &ctx.builtin).map_err(JobError::Policy)?;
     let ops = vec![CollectionOp::RevokeGroup { group }];
-    policy::check_collection_ops(&ops, &named, &ctx.builtin).map_err(JobError::Policy)?;
+    policy::check_collection_ops(&ops, &named, &ctx.builtin, &BTreeSet::new())
+        .map_err(JobError::Policy)?;
     let (d, c) = tokio::join!(
         ctx.writer.write_data(change),
         ctx.writer.write_collections(ops)
@@ -69,13 +72,20 @@ pub async fn run(ctx: &Context, t: &TenantDeleted) -> Result<(), JobError> {
         }
     }
 
-    if let Some(tenant_name) = &t.tenant_name {
-        let name = collection_name(tenant_name);
-        if let Some(id) = dir.find_collection(t.shared_collection_id, &name).await? {
-            ctx.mb.archive_collection(id).await?;
-        }
-        dir.forget_collection(t.shared_collection_id, &name).await?;
+    // Only the collection marked for this tenant, found whatever its name (`tenant_name` is
+    // no longer needed); an unmarked collection of the same name is never touched.
+    if let Some(id) = tenant_collection::find_for_deletion(
+        &ctx.mb,
+        &ctx.store,
+        &t.tenant_id,
+        t.shared_collection_id,
+    )
+    .await?
+    {
+        ctx.mb.archive_collection(id).await?;
+        tracing::info!(collection = id, "tenant collection archived");
     }
+    tenant_collection::forget(&ctx.store, &t.tenant_id).await?;
 
     match ctx.mb.delete_group(group).await {
         Ok(()) => {}

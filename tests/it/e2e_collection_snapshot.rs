@@ -10,6 +10,13 @@ use serde_json::{Value, json};
 
 const WHOLE_GRAPH_READ: &str = "GET /api/collection/graph";
 
+/// Redis `GET key`.
+async fn redis_get(key: &str) -> Option<String> {
+    let client = redis::Client::open(support::redis_url()).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("GET").arg(key).query_async(&mut c).await.ok()?
+}
+
 async fn whole_graph_reads(stack: &Stack) -> u64 {
     stack.stats().await["requests"][WHOLE_GRAPH_READ]
         .as_u64()
@@ -88,8 +95,16 @@ async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
     provision(&stack, 1..=4).await;
     assert_eq!(
         whole_graph_reads(&stack).await,
-        1,
-        "after the first tenant the snapshot in Redis stands in for the graph, for both replicas"
+        2,
+        "the first tenant's read, then one after the second tenant's creation that confirms \
+         creations bump the revision here; from then on the snapshot in Redis stands in for \
+         the graph, for both replicas"
+    );
+    assert_eq!(
+        redis_get(&format!("{}:graph:collection:creation_bumps", stack.prefix))
+            .await
+            .as_deref(),
+        Some("confirmed")
     );
     let snapshot = format!("{}:graph:collection:rows", stack.prefix);
     assert!(support::redis_exists(&snapshot).await);
@@ -100,7 +115,7 @@ async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
     provision(&stack, 5..=5).await;
     assert_eq!(
         whole_graph_reads(&stack).await,
-        1 + 1 + 1,
+        2 + 1 + 1,
         "the administrator's read, then one by the worker after the 409"
     );
     assert_eq!(stack.stats().await["conflicts"]["collection"], 1);
@@ -108,7 +123,7 @@ async fn only_a_change_by_someone_else_costs_a_whole_graph_read() {
     provision(&stack, 6..=7).await;
     assert_eq!(
         whole_graph_reads(&stack).await,
-        3,
+        4,
         "the read refreshed the snapshot"
     );
     assert_isolated(&stack, 1..=7, contractors).await;
@@ -249,6 +264,47 @@ async fn a_parent_changing_under_concurrent_provisioning_never_leaks_into_tenant
     eprintln!(
         "collection conflicts: {}",
         stack.stats().await["conflicts"]["collection"]
+    );
+    stack.teardown().await;
+}
+
+/// The masked-snapshot ordering: on a Metabase whose new collections keep the revision, an
+/// administrator's grant lands between one tenant and the next and supplies exactly the bump
+/// the second creation does not make. A writer that predicted the revision would be accepted
+/// with rows that miss the grant, and the new collection would keep the copied read. The
+/// writer never predicts a creation it has not confirmed, and a confirmation needs the rows to
+/// match too, so the grant is seen and revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrators_edit_supplying_the_missing_bump_is_caught() {
+    let mut stack = Stack::start_with(StackOptions {
+        emulator_args: vec!["--silent-collection-copies".into()],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.spawn_worker().await;
+    provision(&stack, 1..=1).await;
+    let contractors = grant_contractors_the_shared_collection(&stack).await;
+    provision(&stack, 2..=2).await;
+    assert_isolated(&stack, 1..=2, contractors).await;
+    let log = stack.worker_log(0);
+    assert!(
+        !log.contains("confirmed on this instance"),
+        "the masked bump must not pass for a confirmation"
+    );
+    assert!(log.contains("not yet confirmed that creating a collection bumps"));
+    // The next creation, with nobody else writing, shows the missing bump.
+    provision(&stack, 3..=3).await;
+    assert_isolated(&stack, 1..=3, contractors).await;
+    assert!(
+        stack
+            .worker_log(0)
+            .contains("did not bump the collection-graph revision"),
+    );
+    assert_eq!(
+        redis_get(&format!("{}:graph:collection:creation_bumps", stack.prefix))
+            .await
+            .as_deref(),
+        Some("refuted")
     );
     stack.teardown().await;
 }

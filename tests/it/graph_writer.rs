@@ -8,7 +8,8 @@ use mbprov::emulator::{EmulatorOptions, spawn};
 use mbprov::error::{Classify, ErrorClass};
 use mbprov::graph::access::db_perms;
 use mbprov::graph::{CollectionOp, DataAccess, DataChange, Features};
-use mbprov::graph_writer::{GraphWriter, WriterConfig};
+use mbprov::graph_writer::{GraphWriter, TenantCollection, WriterConfig};
+use mbprov::jobs::policy::BuiltinGroups;
 use mbprov::metabase::models::*;
 use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
 use mbprov::store::JobStore;
@@ -25,6 +26,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with_budget(Duration::from_secs(20)).await
+}
+
+async fn setup_with_budget(lock_budget: Duration) -> Setup {
     let emu = spawn(EmulatorOptions::new(KEY)).await.unwrap();
     let mb =
         MetabaseClient::new(ClientConfig::new(emu.url(), Auth::ApiKey(ApiKey::new(KEY)))).unwrap();
@@ -45,6 +50,7 @@ async fn setup() -> Setup {
             lock_ttl: Duration::from_secs(5),
             lock_wait: Duration::from_secs(20),
             batch_linger: Duration::ZERO,
+            lock_budget,
         },
     );
     Setup {
@@ -205,8 +211,30 @@ async fn control(url: &str, path: &str, body: Value) {
     assert!(answer.status().is_success(), "{path}: {}", answer.status());
 }
 
+fn builtin() -> BuiltinGroups {
+    BuiltinGroups {
+        all_users: 1,
+        admin: 2,
+        all: std::collections::BTreeSet::from([1, 2]),
+    }
+}
+
+fn tenant(id: &str, name: &str, group: i64) -> TenantCollection {
+    TenantCollection::new(
+        id.into(),
+        format!("{name} Dashboards"),
+        Some(2),
+        group,
+        CollectionAccess::Read,
+        true,
+        builtin(),
+    )
+}
+
+/// A tenant's collection made in a batch that then failed is not made again: the next attempt
+/// finds it by its tenant marker and finishes the grant and isolation.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_collection_created_before_its_batch_failed_is_answered_not_made_again() {
+async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() {
     let s = setup().await;
     let g = s.mb.create_group("Tenant: late").await.unwrap().id;
     let set = move |collection| {
@@ -232,12 +260,8 @@ async fn a_collection_created_before_its_batch_failed_is_answered_not_made_again
     }
     let w = s.writer.clone();
     let create = tokio::spawn(async move {
-        w.create_collection(NewCollection {
-            name: "Late Dashboards".into(),
-            description: None,
-            parent_id: Some(2),
-        })
-        .await
+        w.provision_tenant_collection(tenant("late", "Late", g))
+            .await
     });
     let w = s.writer.clone();
     let ops = tokio::spawn(async move { w.write_collections(set(CollectionKey::Id(2))).await });
@@ -260,24 +284,158 @@ async fn a_collection_created_before_its_batch_failed_is_answered_not_made_again
     assert!(head.await.unwrap().is_err(), "the head write conflicts too");
     let failed = ops.await.unwrap().unwrap_err();
     assert_eq!(failed.class(), ErrorClass::Transient, "{failed}");
-    let id = create
-        .await
-        .unwrap()
-        .expect("the creation is answered although its batch failed");
+    let failed = create.await.unwrap().unwrap_err();
+    assert_eq!(failed.class(), ErrorClass::Transient, "{failed}");
     assert_eq!(s.writer.collection_batches(), 2, "one batch carried both");
+    let made = s.mb.child_collections(2).await.unwrap();
+    let ids = made
+        .iter()
+        .filter(|c| c.name == "Late Dashboards")
+        .map(|c| c.id)
+        .collect::<Vec<_>>();
+    assert_eq!(ids.len(), 1, "created before the failure");
     control(
         &s.url,
         "/_emulator/faults",
         serde_json::json!({"fail": null}),
     )
     .await;
+    // The job's next attempt: found by marker (Redis forgotten too, so by listing), not made again.
+    s.store
+        .forget_id("tenant-collection", "late")
+        .await
+        .unwrap();
+    let id = s
+        .writer
+        .provision_tenant_collection(tenant("late", "Late", g))
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![CollectionKey::Id(id)]);
     let made = s.mb.child_collections(2).await.unwrap();
     assert_eq!(
-        made.iter()
-            .filter(|c| c.name == "Late Dashboards")
-            .map(|c| c.id)
-            .collect::<Vec<_>>(),
-        vec![CollectionKey::Id(id)],
+        made.iter().filter(|c| c.name == "Late Dashboards").count(),
+        1,
         "made once"
     );
+    let graph = s.mb.collection_graph().await.unwrap();
+    assert_eq!(
+        graph.access(g, CollectionKey::Id(id)),
+        CollectionAccess::Read
+    );
+    assert_eq!(
+        graph.access(1, CollectionKey::Id(id)),
+        CollectionAccess::None,
+        "isolated"
+    );
+}
+
+async fn requests(url: &str, route: &str) -> u64 {
+    let stats: Value = reqwest::Client::new()
+        .get(format!("{url}/_emulator/stats"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["requests"][route].as_u64().unwrap_or(0)
+}
+
+/// Only a 400 depends on the content of a merged write; a 403 (or 401, 404, 5xx) would fail
+/// every half the same way, so the batch fails as a whole without halving into more requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merged_write_is_split_only_when_refused_with_a_400() {
+    let s = setup().await;
+    let a = s.mb.create_group("A").await.unwrap().id;
+    let b = s.mb.create_group("B").await.unwrap().id;
+    let head = s.mb.create_group("Head").await.unwrap().id;
+    let perms = || db_perms(DataAccess::ViewOnly, Features::default());
+    const ROUTE: &str = "PUT /api/permissions/graph";
+    // Fail every data-graph PUT once the head change is in the writer (it fails too).
+    let guard = s
+        .store
+        .graph_lock("data", Duration::from_secs(5))
+        .acquire(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let w = s.writer.clone();
+    let first = tokio::spawn(async move { w.write_data(DataChange::set(head, 1, perms())).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.writer.data_batches() != 1 {
+        assert!(std::time::Instant::now() < deadline, "no first batch");
+        tokio::task::yield_now().await;
+    }
+    let mut tasks = Vec::new();
+    for (i, g) in [a, b].into_iter().enumerate() {
+        let w = s.writer.clone();
+        tasks.push(tokio::spawn(async move {
+            w.write_data(DataChange::set(g, 1, perms())).await
+        }));
+        wait_for_backlog(&s, i + 1).await;
+    }
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"fail": {"method": "PUT", "path": "/api/permissions/graph", "status": 403}}),
+    )
+    .await;
+    let before = requests(&s.url, ROUTE).await;
+    guard.release().await.unwrap();
+    assert!(first.await.unwrap().is_err());
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+    }
+    assert_eq!(
+        requests(&s.url, ROUTE).await - before,
+        2,
+        "one PUT for the head change, one for the merged pair: no halves"
+    );
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"fail": null}),
+    )
+    .await;
+}
+
+/// A slow Metabase cannot keep the graph lock past the budget: the write is abandoned as
+/// transient and the lock is free at once for the next writer.
+#[tokio::test(flavor = "multi_thread")]
+async fn time_under_the_graph_lock_is_capped_by_the_budget() {
+    let s = setup_with_budget(Duration::from_millis(300)).await;
+    let g = s.mb.create_group("Slow").await.unwrap().id;
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"latency_ms": 1000}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let e = s
+        .writer
+        .write_data(DataChange::set(
+            g,
+            1,
+            db_perms(DataAccess::ViewOnly, Features::default()),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+    assert!(e.to_string().contains("lock budget"), "{e}");
+    // Released, not left to expire with its ttl (5 s here).
+    let lock = s.store.graph_lock("data", Duration::from_secs(5));
+    let guard = lock
+        .acquire(Duration::ZERO)
+        .await
+        .expect("the lock is free");
+    guard.release().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    control(
+        &s.url,
+        "/_emulator/faults",
+        serde_json::json!({"latency_ms": 0}),
+    )
+    .await;
 }

@@ -17,6 +17,8 @@ mod e2e_lifecycle;
 mod e2e_native_tenancy;
 mod e2e_retries;
 mod e2e_tenant;
+mod e2e_tenant_identity;
+mod e2e_writer_supervision;
 mod emulator_http;
 mod emulator_tenants;
 mod graph_writer;

@@ -1,0 +1,215 @@
+//! The collection-permissions graph writer.
+//!
+//! The collection graph is only ever served whole, and it grows with every tenant. So this
+//! writer also provisions tenant collections (each new one copies its parent's cells and bumps
+//! the revision) and keeps the graph row by row in Redis as of one revision
+//! ([`crate::graph::snapshot`], [`super::snapshot_cache`]): once this instance is confirmed to
+//! bump on creation, a tenant's write reads a few rows from Redis, and Metabase's revision
+//! check tells whether they were exact. Anyone else's change makes it a 409, after which the
+//! whole graph is read.
+//!
+//! A tenant's collection is one unit of work here, under the collection lock: look up by the
+//! tenant's marker, create when missing (one POST at a time: concurrent `POST /api/collection`
+//! can answer 500, ../shared/metabase-api.md correction 9), grant, isolate, verify.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::graph::snapshot::Snapshot;
+use crate::graph::{CollectionOp, collection_body};
+use crate::lock::LockGuard;
+use crate::metabase::models::{CollectionGraph, CollectionKey};
+use crate::ops::metrics;
+
+use super::snapshot_cache::SnapshotCache;
+use super::tenant::{self, Listings, TenantCollection};
+use super::{Attempt, CollectionKind, Core, Kind, WriteError, is_conflict};
+
+/// What a job hands the collection writer.
+#[derive(Debug)]
+pub enum CollectionWork {
+    /// A tenant's collection, found or created, granted and isolated in one trip.
+    Tenant(TenantCollection),
+    Ops(Vec<CollectionOp>),
+}
+
+impl Kind for CollectionKind {
+    type Change = CollectionWork;
+    type Output = Option<i64>;
+    const NAME: &'static str = "collection";
+
+    fn output(change: &CollectionWork) -> Option<i64> {
+        match change {
+            CollectionWork::Tenant(t) => t.resolved(),
+            CollectionWork::Ops(_) => None,
+        }
+    }
+
+    async fn write<'a>(
+        &'a self,
+        core: &'a Core,
+        batch: &'a [&'a CollectionWork],
+        guard: &'a LockGuard,
+    ) -> Result<Attempt, WriteError> {
+        let tenants: Vec<&TenantCollection> = batch
+            .iter()
+            .filter_map(|w| match w {
+                CollectionWork::Tenant(t) => Some(t),
+                CollectionWork::Ops(_) => None,
+            })
+            .collect();
+
+        // Look up every tenant's collection by its marker (no graph effect).
+        let mut listings = Listings::default();
+        let mut missing = Vec::new();
+        for t in &tenants {
+            if t.resolved().is_some() {
+                continue;
+            }
+            guard.ensure_held()?;
+            match tenant::find(core, t, &mut listings).await? {
+                Some(id) => t.resolve(id),
+                None => missing.push(*t),
+            }
+        }
+
+        let mut ops: Vec<CollectionOp> = batch
+            .iter()
+            .filter_map(|w| match w {
+                CollectionWork::Ops(ops) => Some(ops.iter().cloned()),
+                CollectionWork::Tenant(_) => None,
+            })
+            .flatten()
+            .collect();
+        for t in &tenants {
+            if let Some(id) = t.resolved() {
+                ops.extend(t.ops(id)?);
+            }
+        }
+        let parents: Vec<CollectionKey> = missing.iter().map(|t| t.parent_key()).collect();
+        let mut cache = SnapshotCache::load(core, &ops, &parents).await;
+
+        // Create the missing ones, one at a time; two jobs of one tenant in this batch (a
+        // duplicate delivery, a re-sent message) share one.
+        let mut made = BTreeSet::new();
+        let mut made_for: BTreeMap<(&str, Option<i64>), i64> = BTreeMap::new();
+        for t in missing {
+            if let Some(id) = made_for.get(&(t.tenant_id.as_str(), t.parent)) {
+                t.resolve(*id);
+                ops.extend(t.ops(*id)?);
+                continue;
+            }
+            guard.ensure_held()?;
+            match tenant::create(core, t).await {
+                Ok(id) => {
+                    t.resolve(id);
+                    made_for.insert((t.tenant_id.as_str(), t.parent), id);
+                    cache.created(id, t.parent_key());
+                    made.insert(CollectionKey::Id(id));
+                    tracing::info!(collection = id, tenant = %t.tenant_id, name = %t.name, "tenant collection created");
+                    ops.extend(t.ops(id)?);
+                }
+                Err(e) => {
+                    if tenant::may_have_applied(&e) {
+                        // It may exist now (and the revision moved): the job's next attempt
+                        // looks it up by marker before creating anything.
+                        cache.lost_track();
+                    }
+                    cache.store_created(core, &made).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        cache.store_created(core, &made).await;
+        if ops.is_empty() {
+            return Ok(Attempt::Done);
+        }
+        write_ops(core, &ops, guard, &mut cache).await
+    }
+}
+
+/// The graph write proper: from the snapshot when it can predict, else from a whole read.
+async fn write_ops(
+    core: &Core,
+    ops: &[CollectionOp],
+    guard: &LockGuard,
+    cache: &mut SnapshotCache,
+) -> Result<Attempt, WriteError> {
+    // After a refused predicted write: what the rows predicted, for the read to judge.
+    let mut missed: Option<Snapshot> = None;
+    loop {
+        guard.ensure_held()?;
+        let (current, predicted) = match cache.known.take() {
+            Some(known) => (known, true),
+            None => {
+                let read = Snapshot::from_graph(&core.mb.collection_graph().await?);
+                cache.judge_read(core, &read).await;
+                if let Some(expected) = missed.take() {
+                    cache.judge_miss(core, &expected, &read).await;
+                }
+                (read, false)
+            }
+        };
+        let view = current.graph();
+        let groups = collection_body(&view, ops, core.config.admin_group);
+        if groups.is_empty() && !predicted {
+            // The graph just read already holds every wish.
+            cache.store_read(core, &current).await;
+            return Ok(Attempt::Done);
+        }
+        // From the snapshot even an empty body is sent: Metabase's revision check is what
+        // proves the rows were current.
+        let body = CollectionGraph {
+            revision: current.revision,
+            groups,
+            ..CollectionGraph::default()
+        };
+        match core.mb.put_collection_graph(&body).await {
+            Ok(after) => {
+                let mut next = current.clone();
+                let changed = next.apply(&body.groups);
+                if !changed.is_empty() {
+                    metrics::graph_write("collection");
+                    tracing::info!(
+                        target: "mbprov::audit",
+                        graph = "collection",
+                        revision_before = current.revision,
+                        revision_after = after.revision,
+                        changes = %audit_collection(&view, &body),
+                        "collection graph written"
+                    );
+                }
+                cache
+                    .store_write(core, &current, &next, &changed, after.revision, !predicted)
+                    .await;
+                return Ok(Attempt::Done);
+            }
+            // A 404 from rows out of date (a group someone deleted) is a stale read too.
+            Err(e) if is_conflict(&e) || (predicted && e.is_not_found()) => {
+                metrics::graph_conflict("collection");
+                tracing::debug!(predicted, error = %e, "collection graph write conflicted");
+                if predicted {
+                    // Re-read at once, under the lock: the snapshot was stale.
+                    missed = Some(current);
+                } else {
+                    // A race with another writer on a fresh read: pause without the lock.
+                    return Ok(Attempt::Again);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `group 7: 9 read -> none, root none -> read` for the audit log: enough to roll back by hand.
+fn audit_collection(current: &CollectionGraph, body: &CollectionGraph) -> String {
+    let mut parts = Vec::new();
+    for (group, cells) in &body.groups {
+        for (collection, access) in cells {
+            parts.push(format!(
+                "group {group}: {collection} {} -> {access}",
+                current.access(group.0, *collection)
+            ));
+        }
+    }
+    parts.join(", ")
+}
