@@ -342,7 +342,7 @@ async fn requests(url: &str, route: &str) -> u64 {
     stats["requests"][route].as_u64().unwrap_or(0)
 }
 
-/// Only a 400 depends on the content of a merged write; a 403 (or 401, 404, 5xx) would fail
+/// Only a 400 depends on the content of a merged write; a 404 (or 401, 403, 5xx) would fail
 /// every half the same way, so the batch fails as a whole without halving into more requests.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_merged_write_is_split_only_when_refused_with_a_400() {
@@ -377,7 +377,7 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
     control(
         &s.url,
         "/_emulator/faults",
-        serde_json::json!({"fail": {"method": "PUT", "path": "/api/permissions/graph", "status": 403}}),
+        serde_json::json!({"fail": {"method": "PUT", "path": "/api/permissions/graph", "status": 404}}),
     )
     .await;
     let before = requests(&s.url, ROUTE).await;
