@@ -340,7 +340,7 @@ fn user_membership_rules() {
     let g = new_group(&mut s, "G");
     let input = |groups: Option<Vec<i64>>| NewUserInput {
         email: "New@Example.com".into(),
-        group_ids: groups,
+        memberships: groups.map(|g| g.into_iter().map(MembershipItem::plain).collect()),
         ..Default::default()
     };
     assert_eq!(
