@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{IdPath, json_body, no_content};
 use crate::emulator::App;
 use crate::emulator::auth::Superuser;
-use crate::emulator::error::{ApiError, ApiResult};
+use crate::emulator::error::{ApiError, ApiResult, text};
 use crate::emulator::state::{GroupRec, State as Db};
 
 fn group_json(g: &GroupRec) -> Value {
@@ -70,8 +70,15 @@ pub async fn get_one(
 }
 
 pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiResult<Json<Value>> {
-    let name = name_of(&json_body(&body)?)?;
+    let body = json_body(&body)?;
+    let name = name_of(&body)?;
     let mut db = app.state.lock().await;
+    // A tenant group needs the `tenants` feature (test `create-group-test-enterprise-features`);
+    // `false`/`null` make a regular group. Tenant groups themselves are the Tenants work's.
+    if body.get("is_tenant_group").and_then(Value::as_bool) == Some(true) && !db.edition.tenants()
+    {
+        return Err(ApiError::premium(true, text::TENANTS_PAID));
+    }
     let id = db.create_group(&name)?;
     let g = db.groups.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(Json(group_json(g)))
@@ -108,7 +115,7 @@ pub async fn memberships(State(app): State<App>, _: Superuser) -> ApiResult<Json
             "membership_id": m.id,
             "group_id": m.group_id,
             "user_id": m.user_id,
-            "is_group_manager": false,
+            "is_group_manager": m.is_group_manager,
         }));
     }
     let map: serde_json::Map<String, Value> = out
@@ -132,9 +139,33 @@ pub async fn add_member(
             .ok_or_else(|| ApiError::schema(k, "value must be an integer greater than zero."))
     };
     let (group_id, user_id) = (int("group_id")?, int("user_id")?);
+    let manager = body.get("is_group_manager").and_then(Value::as_bool);
     let mut db = app.state.lock().await;
-    db.add_member(group_id, user_id)?;
+    db.add_member(group_id, user_id, manager)?;
     Ok(Json(Value::Array(db.group_members(group_id))))
+}
+
+/// `PUT /api/permissions/membership/:id {"is_group_manager": bool}`: the updated record.
+pub async fn update_member(
+    State(app): State<App>,
+    _: Superuser,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let body = json_body(&body)?;
+    let manager = body
+        .get("is_group_manager")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| ApiError::schema("is_group_manager", "value must be a boolean."))?;
+    let mut db = app.state.lock().await;
+    db.set_group_manager(id, manager)?;
+    let m = db.memberships.get(&id).ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({
+        "id": m.id,
+        "group_id": m.group_id,
+        "user_id": m.user_id,
+        "is_group_manager": m.is_group_manager,
+    })))
 }
 
 pub async fn remove_member(

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
@@ -56,7 +56,7 @@ pub fn router(app: App) -> Router {
         )
         .route(
             "/api/permissions/membership/{id}",
-            delete(groups::remove_member),
+            put(groups::update_member).delete(groups::remove_member),
         )
         .route("/api/permissions/membership/{id}/clear", put(groups::clear))
         .route(

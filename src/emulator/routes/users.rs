@@ -186,6 +186,17 @@ pub async fn list(
     };
     let limit = p.int("limit")?;
     let offset = p.int("offset")?;
+    // Tenant users are the Tenants work's; this emulator has none, so asking for external
+    // users or one tenant's users answers nobody.
+    let tenancy = p.get("tenancy");
+    if tenancy.is_some() && p.get("tenant_id").is_some() {
+        return Err(ApiError::bad_request(
+            "You cannot specify both `tenancy` and `tenant_id`",
+        ));
+    }
+    if tenancy == Some("external") || p.int("tenant_id")?.is_some() {
+        return Ok(Json(json!({"data": [], "total": 0, "limit": limit, "offset": offset})));
+    }
     let q = UserListQuery {
         status,
         query: p.get("query").map(str::to_string),

@@ -131,6 +131,7 @@ impl State {
         }
         let id =
             self.insert_collection_record(&input.name, input.description, input.parent_id, None);
+        // Personal (and tenant and trash) parents are neither copied nor bumped (correction 4).
         if input.parent_id.is_some_and(|p| self.is_personal_tree(p)) {
             return Ok(id);
         }
@@ -210,6 +211,12 @@ impl State {
         extra.insert("authority_level".into(), json!(null));
         extra.insert("type".into(), json!(null));
         extra.insert("created_at".into(), json!(c.created_at));
+        if self.edition.v057_fields() {
+            // New columns from v0.57 on (correction 11).
+            extra.insert("is_remote_synced".into(), json!(false));
+            extra.insert("archived_directly".into(), json!(c.archived.then_some(true)));
+            extra.insert("effective_location".into(), json!(c.location));
+        }
         Collection {
             id: CollectionKey::Id(c.id),
             name: c.name.clone(),

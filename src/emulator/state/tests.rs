@@ -429,9 +429,9 @@ fn group_rules() {
             "You cannot edit or delete the 'Administrators' permissions group!"
         )
     );
-    let m = s.add_member(g, 1).unwrap();
-    assert_eq!(s.add_member(g, 1).unwrap_err().status().as_u16(), 500);
-    assert_eq!(s.add_member(1, 1).unwrap_err().status().as_u16(), 400);
+    let m = s.add_member(g, 1, None).unwrap();
+    assert_eq!(s.add_member(g, 1, None).unwrap_err().status().as_u16(), 500);
+    assert_eq!(s.add_member(1, 1, None).unwrap_err().status().as_u16(), 400);
     s.delete_group(g).unwrap();
     assert!(!s.memberships.contains_key(&m));
     assert!(s.delete_group(999).is_ok());
@@ -455,4 +455,41 @@ fn seeding_builds_tenants_directly() {
         "query-builder"
     );
     assert_eq!(s.seed_tenants(1)[0].index, 4);
+}
+
+#[test]
+fn membership_semantics_by_edition() {
+    // (current rows, wanted items, replace plan, diff plan); items as (group, is_group_manager).
+    let item = |g: i64, m: Option<Option<bool>>| MembershipItem {
+        group_id: g,
+        is_group_manager: m,
+    };
+    let all = vec![(1, Some(false))];
+    let cases: Vec<(Vec<(i64, Option<bool>)>, Vec<MembershipItem>, GroupPlan, GroupPlan)> = vec![
+        // mbprov's request: no change to All Users on either edition.
+        (
+            all.clone(),
+            vec![item(1, Some(Some(false))), item(7, Some(Some(false)))],
+            GroupPlan { remove: vec![], add: vec![(7, Some(false))] },
+            GroupPlan { remove: vec![], add: vec![(7, Some(false))] },
+        ),
+        // The item without the key: free replaces nothing; EE removes and re-adds All Users.
+        (
+            all.clone(),
+            vec![item(1, None), item(7, None)],
+            GroupPlan { remove: vec![], add: vec![(7, Some(false))] },
+            GroupPlan { remove: vec![1], add: vec![(1, None), (7, None)] },
+        ),
+        // Making a member a manager: EE deletes and re-inserts the row.
+        (
+            vec![(1, Some(false)), (7, Some(false))],
+            vec![item(1, Some(Some(false))), item(7, Some(Some(true)))],
+            GroupPlan::default(),
+            GroupPlan { remove: vec![7], add: vec![(7, Some(true))] },
+        ),
+    ];
+    for (current, wanted, replace, diff) in cases {
+        assert_eq!(replace_plan(&current, &wanted), replace, "{wanted:?}");
+        assert_eq!(diff_plan(&current, &wanted), diff, "{wanted:?}");
+    }
 }
