@@ -34,7 +34,7 @@ async fn grant_contractors_the_shared_collection(stack: &Stack) -> i64 {
     let answer = stack
         .emu_send(
             Method::PUT,
-            "/api/collection/graph?skip_graph=true",
+            "/api/collection/graph?skip-graph=true",
             json!({"revision": revision, "groups": {group.to_string(): {"2": "read"}}}),
         )
         .await;
@@ -197,7 +197,7 @@ async fn a_parent_changing_under_concurrent_provisioning_never_leaks_into_tenant
                 let body = json!({"revision": revision,
                                   "groups": {flapping.to_string(): {"2": access}}});
                 let answer = stack
-                    .emu_send(Method::PUT, "/api/collection/graph?skip_graph=true", body)
+                    .emu_send(Method::PUT, "/api/collection/graph?skip-graph=true", body)
                     .await;
                 if answer.status().is_success() {
                     last = Some(access);
