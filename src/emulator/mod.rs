@@ -28,7 +28,8 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
 use faults::Faults;
-use state::{Edition, EditionName, State};
+pub use state::EditionName;
+use state::{Edition, State};
 use stats::Stats;
 
 /// `mbprov fake-metabase` flags.

@@ -64,8 +64,12 @@ async fn assert_isolated(stack: &Stack, tenants: std::ops::RangeInclusive<u32>, 
                 _ if *group == g.to_string() => Some("read"),
                 _ => None,
             };
+            // Before 0.56.13 the graph spells a missing permission "none" (PR metabase#65098).
             assert_eq!(
-                cells.get(&cid).and_then(Value::as_str),
+                cells
+                    .get(&cid)
+                    .and_then(Value::as_str)
+                    .filter(|v| *v != "none"),
                 expected,
                 "group {group} on tenant {n}'s collection"
             );

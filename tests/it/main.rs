@@ -8,6 +8,7 @@ mod support;
 mod audit;
 mod bootstrap;
 mod client_contract;
+mod conformance;
 mod e2e_collection_snapshot;
 mod e2e_graph;
 mod e2e_jobs;

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{IdPath, json_body, no_content};
+use super::{IdPath, Params, json_body, no_content};
 use crate::emulator::App;
 use crate::emulator::auth::Superuser;
 use crate::emulator::error::{ApiError, ApiResult, text};
@@ -31,16 +31,50 @@ fn insert(mut v: Value, key: &str, value: Value) -> Value {
     v
 }
 
+/// `name`: a non-blank string, with malli's exact answer for a missing or null one (test
+/// `create-group-test`).
 fn name_of(body: &Value) -> ApiResult<String> {
-    super::opt_string(body, "name")?
-        .ok_or_else(|| ApiError::schema("name", "value must be a non-blank string."))
+    match body.get("name") {
+        None | Some(Value::Null) => Err(ApiError::Json(
+            axum::http::StatusCode::BAD_REQUEST,
+            json!({"errors": {"name": "value must be a non-blank string."},
+                   "specific-errors": {"name": ["should be a string, received: nil",
+                                                "non-blank string, received: nil"]}}),
+        )),
+        _ => super::opt_string(body, "name")?
+            .ok_or_else(|| ApiError::schema("name", "value must be a non-blank string.")),
+    }
 }
 
-/// Ordered by lower(name), each with `member_count`.
-pub async fn list(State(app): State<App>, _: Superuser) -> ApiResult<Json<Value>> {
+/// Ordered by lower(name), each with `member_count` (active users only); paged only when
+/// `limit` or `offset` is given (test `groups-list-limit-test`).
+pub async fn list(
+    State(app): State<App>,
+    _: Superuser,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let p = Params::parse(query.as_deref());
+    let (limit, offset) = (p.int("limit")?, p.int("offset")?);
     let db = app.state.lock().await;
-    let mut groups: Vec<&GroupRec> = db.groups.values().collect();
+    // `tenancy` (newest): this emulator has no tenant groups and `use-tenants` off, so
+    // `external` lists nothing (test `fetch-groups-tenancy-filter-test`).
+    let external = match p.get("tenancy") {
+        None | Some("internal") => false,
+        Some("external") => true,
+        Some(_) => {
+            return Err(ApiError::schema(
+                "tenancy",
+                "enum of :internal, :external",
+            ));
+        }
+    };
+    let mut groups: Vec<&GroupRec> = db.groups.values().filter(|_| !external).collect();
     groups.sort_by_key(|g| (g.name.to_lowercase(), g.id));
+    if limit.is_some() || offset.is_some() {
+        let skip = offset.unwrap_or(0).max(0) as usize;
+        let take = limit.unwrap_or(50).max(0) as usize;
+        groups = groups.into_iter().skip(skip).take(take).collect();
+    }
     let counts = db.member_counts();
     let out = groups
         .into_iter()

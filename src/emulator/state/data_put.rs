@@ -117,12 +117,8 @@ fn plan_db(plan: &mut Plan, group: i64, db: &DatabaseRec, perms: &DbPerms) -> Re
             db.id
         ));
     }
-    if let Some(key) = perms.extra.keys().next() {
-        return Err(format!(
-            "group {group} database {}: unknown key {key:?}",
-            db.id
-        ));
-    }
+    // Undeclared per-database keys are dropped, not echoed (tests
+    // `update-perms-graph-drops-undeclared-keys-test`, `update-perms-graph-drops-unknown-db-perms-test`).
     let mut touched: BTreeMap<i64, Patch> = BTreeMap::new();
     if let Some(v) = &perms.view_data {
         plan.db_blocked |= matches!(v, Granular::All(ViewData::Blocked));
@@ -217,6 +213,9 @@ impl State {
     /// `PUT /api/permissions/graph`: validate, check the revision, then change only what the
     /// body names. Every success bumps the revision, even when nothing changed.
     pub fn put_data_graph(&mut self, body: &Value, force: bool) -> ApiResult<DataPutOutcome> {
+        if !body.is_object() {
+            return Err(ApiError::invalid_graph("the body must be a map"));
+        }
         let groups: DataGroups = match body.get("groups") {
             None | Some(Value::Null) => DataGroups::new(),
             Some(g) => serde_json::from_value(g.clone()).map_err(ApiError::invalid_graph)?,
