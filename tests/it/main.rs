@@ -15,6 +15,7 @@ mod e2e_jobs;
 mod e2e_lifecycle;
 mod e2e_retries;
 mod e2e_tenant;
+mod editions;
 mod emulator_http;
 mod graph_writer;
 mod lock_redis;

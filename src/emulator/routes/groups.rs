@@ -62,10 +62,7 @@ pub async fn list(
         None | Some("internal") => false,
         Some("external") => true,
         Some(_) => {
-            return Err(ApiError::schema(
-                "tenancy",
-                "enum of :internal, :external",
-            ));
+            return Err(ApiError::schema("tenancy", "enum of :internal, :external"));
         }
     };
     let mut groups: Vec<&GroupRec> = db.groups.values().filter(|_| !external).collect();
@@ -109,8 +106,7 @@ pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiRes
     let mut db = app.state.lock().await;
     // A tenant group needs the `tenants` feature (test `create-group-test-enterprise-features`);
     // `false`/`null` make a regular group. Tenant groups themselves are the Tenants work's.
-    if body.get("is_tenant_group").and_then(Value::as_bool) == Some(true) && !db.edition.tenants()
-    {
+    if body.get("is_tenant_group").and_then(Value::as_bool) == Some(true) && !db.edition.tenants() {
         return Err(ApiError::premium(true, text::TENANTS_PAID));
     }
     let id = db.create_group(&name)?;

@@ -195,7 +195,9 @@ pub async fn list(
         ));
     }
     if tenancy == Some("external") || p.int("tenant_id")?.is_some() {
-        return Ok(Json(json!({"data": [], "total": 0, "limit": limit, "offset": offset})));
+        return Ok(Json(
+            json!({"data": [], "total": 0, "limit": limit, "offset": offset}),
+        ));
     }
     let q = UserListQuery {
         status,

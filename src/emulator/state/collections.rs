@@ -214,7 +214,10 @@ impl State {
         if self.edition.v057_fields() {
             // New columns from v0.57 on (correction 11).
             extra.insert("is_remote_synced".into(), json!(false));
-            extra.insert("archived_directly".into(), json!(c.archived.then_some(true)));
+            extra.insert(
+                "archived_directly".into(),
+                json!(c.archived.then_some(true)),
+            );
             extra.insert("effective_location".into(), json!(c.location));
         }
         Collection {

@@ -100,7 +100,11 @@ impl DataPerms {
     /// create-queries and download = All Users' most restrictive value in the database;
     /// data-model, details and transforms `no`.
     pub fn grant_new_group(&mut self, group: i64, template: i64, db: &DatabaseRec, blocked: bool) {
-        let cells: Vec<TablePerms> = db.tables.iter().map(|t| self.table(template, t.id)).collect();
+        let cells: Vec<TablePerms> = db
+            .tables
+            .iter()
+            .map(|t| self.table(template, t.id))
+            .collect();
         let create_queries = cells
             .iter()
             .map(|c| c.create_queries.clone())

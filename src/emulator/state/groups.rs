@@ -81,9 +81,10 @@ impl State {
                 .filter(|db| {
                     db.tables.iter().any(|t| {
                         self.data.table(ALL_USERS_GROUP, t.id).view_data == ViewData::Blocked
-                            || self.sandboxes.values().any(|s| {
-                                s.group_id == ALL_USERS_GROUP && s.table_id == t.id
-                            })
+                            || self
+                                .sandboxes
+                                .values()
+                                .any(|s| s.group_id == ALL_USERS_GROUP && s.table_id == t.id)
                     })
                 })
                 .map(|db| db.id)
@@ -93,8 +94,7 @@ impl State {
         };
         for db in self.catalog.databases.clone() {
             let blocked = blocked_dbs.contains(&db.id);
-            self.data
-                .grant_new_group(id, ALL_USERS_GROUP, &db, blocked);
+            self.data.grant_new_group(id, ALL_USERS_GROUP, &db, blocked);
         }
         Ok(id)
     }

@@ -465,27 +465,47 @@ fn membership_semantics_by_edition() {
         is_group_manager: m,
     };
     let all = vec![(1, Some(false))];
-    let cases: Vec<(Vec<(i64, Option<bool>)>, Vec<MembershipItem>, GroupPlan, GroupPlan)> = vec![
+    let cases: Vec<(
+        Vec<(i64, Option<bool>)>,
+        Vec<MembershipItem>,
+        GroupPlan,
+        GroupPlan,
+    )> = vec![
         // mbprov's request: no change to All Users on either edition.
         (
             all.clone(),
             vec![item(1, Some(Some(false))), item(7, Some(Some(false)))],
-            GroupPlan { remove: vec![], add: vec![(7, Some(false))] },
-            GroupPlan { remove: vec![], add: vec![(7, Some(false))] },
+            GroupPlan {
+                remove: vec![],
+                add: vec![(7, Some(false))],
+            },
+            GroupPlan {
+                remove: vec![],
+                add: vec![(7, Some(false))],
+            },
         ),
         // The item without the key: free replaces nothing; EE removes and re-adds All Users.
         (
             all.clone(),
             vec![item(1, None), item(7, None)],
-            GroupPlan { remove: vec![], add: vec![(7, Some(false))] },
-            GroupPlan { remove: vec![1], add: vec![(1, None), (7, None)] },
+            GroupPlan {
+                remove: vec![],
+                add: vec![(7, Some(false))],
+            },
+            GroupPlan {
+                remove: vec![1],
+                add: vec![(1, None), (7, None)],
+            },
         ),
         // Making a member a manager: EE deletes and re-inserts the row.
         (
             vec![(1, Some(false)), (7, Some(false))],
             vec![item(1, Some(Some(false))), item(7, Some(Some(true)))],
             GroupPlan::default(),
-            GroupPlan { remove: vec![7], add: vec![(7, Some(true))] },
+            GroupPlan {
+                remove: vec![7],
+                add: vec![(7, Some(true))],
+            },
         ),
     ];
     for (current, wanted, replace, diff) in cases {

@@ -16,7 +16,10 @@ async fn f34_basic_no_op_and_grant_perms_test() {
         let g = e.group("G").await;
         let c = e.collection("C", None).await;
         let rev = e.collection_revision().await;
-        let same = e.put_collections(json!({"1": {"root": "write"}}), "").await.ok();
+        let same = e
+            .put_collections(json!({"1": {"root": "write"}}), "")
+            .await
+            .ok();
         assert_eq!(same["revision"], rev, "no-op");
         let granted = e
             .put_collections(json!({g.to_string(): {c.to_string(): "read"}}), "")
@@ -31,18 +34,23 @@ async fn f34_basic_no_op_and_grant_perms_test() {
 #[tokio::test]
 async fn f35_graph_test() {
     for e in each(&BOTH, None).await {
-        e.rasta().await.get("/api/collection/graph").await.plain(403, FORBIDDEN);
+        e.rasta()
+            .await
+            .get("/api/collection/graph")
+            .await
+            .plain(403, FORBIDDEN);
         let g = e.group("G").await;
         let rev = e.collection_revision().await;
-        let body = |r: serde_json::Value| {
-            json!({"revision": r, "groups": {g.to_string(): {"root": "read"}}})
-        };
+        let body = |r: serde_json::Value| json!({"revision": r, "groups": {g.to_string(): {"root": "read"}}});
         e.put("/api/collection/graph", body(json!(rev - 1)))
             .await
             .plain(409, STALE);
-        e.put("/api/collection/graph?force=true", json!({"groups": {g.to_string(): {"root": "read"}}}))
-            .await
-            .ok();
+        e.put(
+            "/api/collection/graph?force=true",
+            json!({"groups": {g.to_string(): {"root": "read"}}}),
+        )
+        .await
+        .ok();
     }
 }
 
@@ -51,7 +59,9 @@ async fn f35_graph_test() {
 async fn f36_graph_excludes_archived_collections_test() {
     for e in each(&BOTH, None).await {
         let c = e.collection("Old", None).await;
-        e.put(&format!("/api/collection/{c}"), json!({"archived": true})).await.ok();
+        e.put(&format!("/api/collection/{c}"), json!({"archived": true}))
+            .await
+            .ok();
         let graph = e.get("/api/collection/graph").await.ok();
         assert!(graph["groups"]["2"].get(c.to_string()).is_none(), "{graph}");
     }

@@ -21,7 +21,10 @@ async fn f38_list_collections_test() {
 #[tokio::test]
 async fn f39_create_collection_test() {
     for e in each(&BOTH, None).await {
-        let c = e.post("/api/collection", json!({"name": "Stamp Collection"})).await.ok();
+        let c = e
+            .post("/api/collection", json!({"name": "Stamp Collection"}))
+            .await
+            .ok();
         assert_eq!(c["name"], "Stamp Collection");
         assert_eq!(c["archived"], false);
         assert_eq!(c["location"], "/");
@@ -35,7 +38,9 @@ async fn f39_create_collection_test() {
 async fn f40_non_admin_create_collection_in_root_perms_test() {
     for e in each(&BOTH, None).await {
         // Take root write away from All Users first, as the Metabase test does.
-        e.put_collections(json!({"1": {"root": "none"}}), "").await.ok();
+        e.put_collections(json!({"1": {"root": "none"}}), "")
+            .await
+            .ok();
         e.rasta()
             .await
             .post("/api/collection", json!({"name": "Nope"}))
@@ -64,7 +69,10 @@ async fn f43_update_collection_test() {
     for e in each(&BOTH, None).await {
         let c = e.collection("C", None).await;
         let a = e
-            .put(&format!("/api/collection/{c}"), json!({"name": "Renamed", "archived": false}))
+            .put(
+                &format!("/api/collection/{c}"),
+                json!({"name": "Renamed", "archived": false}),
+            )
             .await
             .ok();
         assert_eq!(a["name"], "Renamed");

@@ -19,8 +19,15 @@ async fn c01_set_user_group_memberships_diff() {
             )
             .await;
         if e.pro() {
-            bare.plain(400, "You cannot add or remove users to/from the 'All Users' group.");
-            assert_eq!(e.get("/api/user?query=bare").await.ok()["total"], 0, "no user");
+            bare.plain(
+                400,
+                "You cannot add or remove users to/from the 'All Users' group.",
+            );
+            assert_eq!(
+                e.get("/api/user?query=bare").await.ok()["total"],
+                0,
+                "no user"
+            );
         } else {
             bare.status(200);
         }
@@ -53,7 +60,12 @@ async fn c02_skip_graph_is_undeclared() {
     for e in each(&BOTH, None).await {
         let g = e.group("G").await;
         let data = e
-            .put_data(g, 1, json!({"view-data": "unrestricted"}), "?skip_graph=true")
+            .put_data(
+                g,
+                1,
+                json!({"view-data": "unrestricted"}),
+                "?skip_graph=true",
+            )
             .await
             .ok();
         assert!(data.get("groups").is_some(), "{data}");
@@ -64,12 +76,18 @@ async fn c02_skip_graph_is_undeclared() {
     for e in each(&BOTH, Some("v0.51.3")).await {
         let rev = e.collection_revision().await;
         let a = e
-            .put("/api/collection/graph", json!({"revision": rev, "groups": {}, "skip_graph": true}))
+            .put(
+                "/api/collection/graph",
+                json!({"revision": rev, "groups": {}, "skip_graph": true}),
+            )
             .await
             .ok();
         assert_eq!(a, json!({"revision": rev}));
         let q = e.put_collections(json!({}), "?skip-graph=true").await.ok();
-        assert!(q.get("groups").is_some(), "no query parameter before v0.52: {q}");
+        assert!(
+            q.get("groups").is_some(),
+            "no query parameter before v0.52: {q}"
+        );
     }
 }
 
@@ -94,7 +112,10 @@ async fn c03_new_group_permissions() {
         .await
         .ok();
         let g = e.group("New").await;
-        let graph = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
+        let graph = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
+            .await
+            .ok();
         let mine = &graph["groups"][g.to_string()];
         assert_eq!(
             mine["1"],
@@ -103,7 +124,11 @@ async fn c03_new_group_permissions() {
             "most restrictive of All Users' values"
         );
         if e.pro() {
-            assert_eq!(mine.get("2"), None, "blocked where All Users is blocked: {mine}");
+            assert_eq!(
+                mine.get("2"),
+                None,
+                "blocked where All Users is blocked: {mine}"
+            );
         } else {
             assert_eq!(mine["2"]["create-queries"], "query-builder");
         }
@@ -136,7 +161,13 @@ async fn c05_no_op_revisions() {
         let rev = e.data_revision().await;
         e.group("G").await;
         assert_eq!(e.data_revision().await, rev, "group creation");
-        let a = e.put("/api/permissions/graph", json!({"revision": rev, "groups": {}})).await.ok();
+        let a = e
+            .put(
+                "/api/permissions/graph",
+                json!({"revision": rev, "groups": {}}),
+            )
+            .await
+            .ok();
         assert_eq!(a["revision"], rev + 1);
         let crev = e.collection_revision().await;
         e.put_collections(json!({}), "").await.ok();
@@ -150,15 +181,24 @@ async fn c06_duplicate_membership_is_500() {
     for e in each(&BOTH, None).await {
         let g = e.group("G").await;
         let u = e.user("u@example.com", &[g]).await;
-        e.post("/api/permissions/membership", json!({"group_id": g, "user_id": u}))
-            .await
-            .status(500);
-        e.post("/api/permissions/membership", json!({"group_id": g, "user_id": 9999}))
-            .await
-            .status(500);
-        e.post("/api/permissions/membership", json!({"group_id": 9999, "user_id": u}))
-            .await
-            .status(500);
+        e.post(
+            "/api/permissions/membership",
+            json!({"group_id": g, "user_id": u}),
+        )
+        .await
+        .status(500);
+        e.post(
+            "/api/permissions/membership",
+            json!({"group_id": g, "user_id": 9999}),
+        )
+        .await
+        .status(500);
+        e.post(
+            "/api/permissions/membership",
+            json!({"group_id": 9999, "user_id": u}),
+        )
+        .await
+        .status(500);
     }
 }
 
@@ -167,28 +207,49 @@ async fn c06_duplicate_membership_is_500() {
 async fn c07_sandbox_deletion_scope() {
     for e in each(&[EditionName::Pro], None).await {
         let g = e.group("G").await;
-        let count = || async { e.get("/api/mt/gtap").await.ok().as_array().map_or(0, Vec::len) };
+        let count = || async {
+            e.get("/api/mt/gtap")
+                .await
+                .ok()
+                .as_array()
+                .map_or(0, Vec::len)
+        };
         let make = |t: i64| {
-            e.post("/api/mt/gtap", json!({"table_id": t, "group_id": g, "attribute_remappings": {}}))
+            e.post(
+                "/api/mt/gtap",
+                json!({"table_id": t, "group_id": g, "attribute_remappings": {}}),
+            )
         };
         make(10).await.ok();
         make(20).await.ok();
-        let graph = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
+        let graph = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
+            .await
+            .ok();
         assert_eq!(
             graph["groups"][g.to_string()]["1"]["view-data"]["PUBLIC"]["10"],
             "sandboxed",
             "{graph}"
         );
         // A table value of `sandboxed` keeps the sandbox; another table's value leaves it.
-        e.put_data(g, 1, json!({"view-data": {"PUBLIC": {"10": "sandboxed", "11": "blocked"}}}), "")
-            .await
-            .ok();
+        e.put_data(
+            g,
+            1,
+            json!({"view-data": {"PUBLIC": {"10": "sandboxed", "11": "blocked"}}}),
+            "",
+        )
+        .await
+        .ok();
         assert_eq!(count().await, 2);
         // A schema value deletes that schema's sandboxes only.
-        e.put_data(g, 1, json!({"view-data": {"PUBLIC": "unrestricted"}}), "").await.ok();
+        e.put_data(g, 1, json!({"view-data": {"PUBLIC": "unrestricted"}}), "")
+            .await
+            .ok();
         assert_eq!(count().await, 1);
         // A database value deletes the database's.
-        e.put_data(g, 2, json!({"view-data": "unrestricted"}), "").await.ok();
+        e.put_data(g, 2, json!({"view-data": "unrestricted"}), "")
+            .await
+            .ok();
         assert_eq!(count().await, 0);
     }
 }
@@ -198,18 +259,41 @@ async fn c07_sandbox_deletion_scope() {
 async fn c08_premium_errors_and_free_edition_values() {
     for e in each(&[EditionName::Oss], None).await {
         let g = e.group("G").await;
-        e.put_data(g, 1, json!({"view-data": {"PUBLIC": "blocked"}}), "").await.ok();
-        e.put_data(g, 1, json!({"view-data": {"PUBLIC": {"10": "blocked"}}}), "").await.ok();
-        e.put_data(g, 1, json!({"view-data": {"PUBLIC": {"10": "sandboxed", "11": "unrestricted"}}}), "")
+        e.put_data(g, 1, json!({"view-data": {"PUBLIC": "blocked"}}), "")
             .await
             .ok();
-        let graph = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
-        assert_eq!(graph["groups"][g.to_string()]["1"]["view-data"], "unrestricted");
+        e.put_data(
+            g,
+            1,
+            json!({"view-data": {"PUBLIC": {"10": "blocked"}}}),
+            "",
+        )
+        .await
+        .ok();
+        e.put_data(
+            g,
+            1,
+            json!({"view-data": {"PUBLIC": {"10": "sandboxed", "11": "unrestricted"}}}),
+            "",
+        )
+        .await
+        .ok();
+        let graph = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
+            .await
+            .ok();
+        assert_eq!(
+            graph["groups"][g.to_string()]["1"]["view-data"],
+            "unrestricted"
+        );
         let rev = e.data_revision().await;
         let sandboxes = json!({"revision": rev, "groups": {},
                                "sandboxes": [{"group_id": g, "table_id": 10}]});
         let a = e.put("/api/permissions/graph", sandboxes).await;
-        assert_eq!((a.status, a.json()["message"].clone()), (402, json!(SANDBOXES_PAID)));
+        assert_eq!(
+            (a.status, a.json()["message"].clone()),
+            (402, json!(SANDBOXES_PAID))
+        );
         assert_eq!(a.json()["status"], "error-premium-feature-not-available");
     }
     for e in each(&[EditionName::Oss], Some(OLD)).await {
@@ -228,9 +312,14 @@ async fn c08_premium_errors_and_free_edition_values() {
 async fn c10_unknown_ids_in_collection_graph() {
     for e in each(&BOTH, None).await {
         let rev = e.collection_revision().await;
-        let a = e.put_collections(json!({"1": {"99999": "none"}}), "").await.ok();
+        let a = e
+            .put_collections(json!({"1": {"99999": "none"}}), "")
+            .await
+            .ok();
         assert_eq!(a["revision"], rev + 1);
-        e.put_collections(json!({"1": {"99999": "read"}}), "").await.status(500);
+        e.put_collections(json!({"1": {"99999": "read"}}), "")
+            .await
+            .status(500);
     }
 }
 
@@ -245,10 +334,19 @@ async fn c11_changes_from_v0_57() {
         }
         assert_eq!(e.get("/api/user?tenancy=external").await.ok()["total"], 0);
         let c = e.collection("C", None).await;
-        e.put(&format!("/api/collection/{c}"), json!({"archived": true})).await.ok();
-        let renamed = e.put(&format!("/api/collection/{c}"), json!({"name": "D"})).await.ok();
+        e.put(&format!("/api/collection/{c}"), json!({"archived": true}))
+            .await
+            .ok();
+        let renamed = e
+            .put(&format!("/api/collection/{c}"), json!({"name": "D"}))
+            .await
+            .ok();
         assert_eq!(renamed["archived"], false, "a rename un-archives");
-        for k in ["is_remote_synced", "archived_directly", "effective_location"] {
+        for k in [
+            "is_remote_synced",
+            "archived_directly",
+            "effective_location",
+        ] {
             assert!(renamed.get(k).is_some(), "{k} in {renamed}");
         }
     }
@@ -257,8 +355,13 @@ async fn c11_changes_from_v0_57() {
         let u = e.get(&format!("/api/user/{id}")).await.ok();
         assert_eq!(u.get("is_data_analyst"), None::<&Value>);
         let c = e.collection("C", None).await;
-        e.put(&format!("/api/collection/{c}"), json!({"archived": true})).await.ok();
-        let renamed = e.put(&format!("/api/collection/{c}"), json!({"name": "D"})).await.ok();
+        e.put(&format!("/api/collection/{c}"), json!({"archived": true}))
+            .await
+            .ok();
+        let renamed = e
+            .put(&format!("/api/collection/{c}"), json!({"name": "D"}))
+            .await
+            .ok();
         assert_eq!(renamed["archived"], true, "left alone before v0.57");
     }
 }

@@ -14,7 +14,11 @@ async fn f19_fetch_perms_graph_test() {
         let admin = &g["groups"]["2"]["1"];
         assert_eq!(admin["view-data"], "unrestricted");
         assert_eq!(admin["create-queries"], "query-builder-and-native");
-        e.rasta().await.get("/api/permissions/graph").await.plain(403, FORBIDDEN);
+        e.rasta()
+            .await
+            .get("/api/permissions/graph")
+            .await
+            .plain(403, FORBIDDEN);
     }
 }
 
@@ -39,11 +43,22 @@ async fn f20_fetch_perms_graph_by_group_and_db_id_test() {
 async fn f21_update_perms_graph_test() {
     for e in each(&BOTH, None).await {
         let g = e.group("G").await;
-        e.put_data(g, 1, json!({"view-data": "unrestricted", "create-queries": "no"}), "")
+        e.put_data(
+            g,
+            1,
+            json!({"view-data": "unrestricted", "create-queries": "no"}),
+            "",
+        )
+        .await
+        .ok();
+        let after = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
             .await
             .ok();
-        let after = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
-        assert_eq!(after["groups"][g.to_string()]["1"]["view-data"], "unrestricted");
+        assert_eq!(
+            after["groups"][g.to_string()]["1"]["view-data"],
+            "unrestricted"
+        );
     }
 }
 
@@ -53,10 +68,18 @@ async fn f22_update_perms_graph_table_specific_perms_test() {
     for e in each(&BOTH, None).await {
         let g = e.group("G").await;
         let tables = json!({"PUBLIC": {"10": "query-builder", "11": "query-builder"}});
-        e.put_data(g, 1, json!({"view-data": "unrestricted", "create-queries": tables}), "")
+        e.put_data(
+            g,
+            1,
+            json!({"view-data": "unrestricted", "create-queries": tables}),
+            "",
+        )
+        .await
+        .ok();
+        let after = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
             .await
             .ok();
-        let after = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
         // Both tables of the schema agree, so Metabase collapses them on read.
         let cq = &after["groups"][g.to_string()]["1"]["create-queries"];
         assert!(*cq == tables || *cq == json!("query-builder"), "{cq}");
@@ -71,7 +94,10 @@ async fn f23_update_perms_graph_with_skip_graph_test() {
         let perms = json!({"view-data": "unrestricted"});
         for q in ["", "?skip-graph=false"] {
             let a = e.put_data(g, 1, perms.clone(), q).await.ok();
-            assert!(a["revision"].as_i64() > Some(0) && a.get("groups").is_some(), "{a}");
+            assert!(
+                a["revision"].as_i64() > Some(0) && a.get("groups").is_some(),
+                "{a}"
+            );
         }
         let a = e.put_data(g, 1, perms, "?skip-graph=true").await.ok();
         assert_eq!(a.as_object().map(|o| o.len()), Some(1), "{a}");
@@ -87,7 +113,9 @@ async fn f24_update_perms_graph_force_test() {
         let rev = e.data_revision().await;
         let body = json!({"revision": rev - 1,
                           "groups": {g.to_string(): {"1": {"view-data": "unrestricted"}}}});
-        e.put("/api/permissions/graph?force=false", body.clone()).await.plain(409, STALE);
+        e.put("/api/permissions/graph?force=false", body.clone())
+            .await
+            .plain(409, STALE);
         e.put("/api/permissions/graph?force=true", body).await.ok();
     }
 }
@@ -98,16 +126,32 @@ async fn f25_can_revoke_permissions_via_graph_test() {
     for e in each(&BOTH, None).await {
         let g = e.group("G").await;
         let tables = json!({"PUBLIC": {"10": "query-builder"}});
-        e.put_data(g, 1, json!({"view-data": "unrestricted", "create-queries": tables}), "")
+        e.put_data(
+            g,
+            1,
+            json!({"view-data": "unrestricted", "create-queries": tables}),
+            "",
+        )
+        .await
+        .ok();
+        e.put_data(
+            g,
+            1,
+            json!({"view-data": "unrestricted", "create-queries": "no"}),
+            "",
+        )
+        .await
+        .ok();
+        let after = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
             .await
             .ok();
-        e.put_data(g, 1, json!({"view-data": "unrestricted", "create-queries": "no"}), "")
-            .await
-            .ok();
-        let after = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
         let db = &after["groups"][g.to_string()]["1"];
         assert_eq!(db["view-data"], "unrestricted");
-        assert!(db.get("create-queries").is_none(), "revoked everywhere: {db}");
+        assert!(
+            db.get("create-queries").is_none(),
+            "revoked everywhere: {db}"
+        );
     }
 }
 
@@ -126,10 +170,21 @@ async fn f26_update_perms_graph_blocked_view_data_test() {
         )
         .await
         .ok();
-        let after = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
+        let after = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
+            .await
+            .ok();
         let db = &after["groups"][g.to_string()]["1"];
-        assert_eq!(db["view-data"], json!({"PUBLIC": {"11": "unrestricted"}}), "{db}");
-        assert_eq!(db["download"], json!({"schemas": {"PUBLIC": {"11": "full"}}}), "{db}");
+        assert_eq!(
+            db["view-data"],
+            json!({"PUBLIC": {"11": "unrestricted"}}),
+            "{db}"
+        );
+        assert_eq!(
+            db["download"],
+            json!({"schemas": {"PUBLIC": {"11": "full"}}}),
+            "{db}"
+        );
     }
 }
 
@@ -156,7 +211,10 @@ async fn f28_update_graph_response_echoes_only_modified_groups_test() {
     for e in each(&BOTH, None).await {
         let g1 = e.group("G1").await;
         e.group("G2").await;
-        let a = e.put_data(g1, 1, json!({"view-data": "unrestricted"}), "").await.ok();
+        let a = e
+            .put_data(g1, 1, json!({"view-data": "unrestricted"}), "")
+            .await
+            .ok();
         let keys: Vec<&String> = a["groups"].as_object().expect("groups").keys().collect();
         assert_eq!(keys, vec![&g1.to_string()]);
     }
@@ -168,12 +226,25 @@ async fn f29_oss_edit_create_queries_on_blocked_row_test() {
     for e in each(&[EditionName::Oss], None).await {
         let g = e.group("G").await;
         // The free edition accepts schema-level `blocked` (correction 8).
-        e.put_data(g, 1, json!({"view-data": {"PUBLIC": "blocked"}}), "").await.ok();
-        e.put_data(g, 1, json!({"create-queries": "query-builder-and-native"}), "")
+        e.put_data(g, 1, json!({"view-data": {"PUBLIC": "blocked"}}), "")
             .await
             .ok();
-        let after = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
-        assert_eq!(after["groups"][g.to_string()]["1"]["view-data"], "unrestricted");
+        e.put_data(
+            g,
+            1,
+            json!({"create-queries": "query-builder-and-native"}),
+            "",
+        )
+        .await
+        .ok();
+        let after = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
+            .await
+            .ok();
+        assert_eq!(
+            after["groups"][g.to_string()]["1"]["view-data"],
+            "unrestricted"
+        );
     }
 }
 
@@ -185,7 +256,12 @@ async fn f31_update_perms_graph_drops_undeclared_keys_test() {
     for e in each(&BOTH, None).await {
         let g = e.group("G").await;
         let a = e
-            .put_data(g, 1, json!({"view-data": "unrestricted", "is_superuser": true}), "")
+            .put_data(
+                g,
+                1,
+                json!({"view-data": "unrestricted", "is_superuser": true}),
+                "",
+            )
             .await
             .ok();
         let db = &a["groups"][g.to_string()]["1"];
@@ -231,7 +307,10 @@ async fn f33_update_perms_graph_sandbox_shapes_test() {
         let rev = e.data_revision().await;
         for bad in [json!(["x"]), json!([null]), json!([{}])] {
             let a = e
-                .put("/api/permissions/graph", json!({"revision": rev, "groups": {}, "sandboxes": bad}))
+                .put(
+                    "/api/permissions/graph",
+                    json!({"revision": rev, "groups": {}, "sandboxes": bad}),
+                )
                 .await;
             assert_eq!(a.status, 400, "{bad} -> {a:?}");
         }
@@ -245,10 +324,23 @@ async fn f23_skip_graph_on_v0_50() {
     for e in each(&BOTH, Some("v0.50.9")).await {
         let g = e.group("G").await;
         e.group("Other").await;
-        let a = e.put_data(g, 1, json!({"view-data": "unrestricted"}), "?skip-graph=true").await;
+        let a = e
+            .put_data(
+                g,
+                1,
+                json!({"view-data": "unrestricted"}),
+                "?skip-graph=true",
+            )
+            .await;
         assert_eq!(a.ok().as_object().map(|o| o.len()), Some(1));
-        let whole = e.put_data(g, 1, json!({"view-data": "unrestricted"}), "").await.ok();
-        assert!(whole["groups"].get("1").is_some(), "whole graph before v0.51: {whole}");
+        let whole = e
+            .put_data(g, 1, json!({"view-data": "unrestricted"}), "")
+            .await
+            .ok();
+        assert!(
+            whole["groups"].get("1").is_some(),
+            "whole graph before v0.51: {whole}"
+        );
     }
     let _ = OLD;
 }

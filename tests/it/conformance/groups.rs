@@ -33,7 +33,11 @@ async fn f01_fetch_groups_test() {
 #[tokio::test]
 async fn f02_fetch_groups_test_non_admin() {
     for e in each(&BOTH, None).await {
-        e.rasta().await.get("/api/permissions/group").await.plain(403, FORBIDDEN);
+        e.rasta()
+            .await
+            .get("/api/permissions/group")
+            .await
+            .plain(403, FORBIDDEN);
     }
 }
 
@@ -67,7 +71,9 @@ async fn f04_fetch_groups_tenancy_filter_test() {
         );
         let internal = e.get("/api/permissions/group?tenancy=internal").await.ok();
         named(&internal, "All Users");
-        e.get("/api/permissions/group?tenancy=invalid").await.status(400);
+        e.get("/api/permissions/group?tenancy=invalid")
+            .await
+            .status(400);
     }
 }
 
@@ -81,12 +87,20 @@ async fn f05_fetch_group_test() {
         let members = all["members"].as_array().expect("members");
         assert!(!members.is_empty());
         for m in members {
-            for k in ["first_name", "last_name", "email", "user_id", "membership_id"] {
+            for k in [
+                "first_name",
+                "last_name",
+                "email",
+                "user_id",
+                "membership_id",
+            ] {
                 assert!(m.get(k).is_some(), "{k} in {m}");
             }
             assert_ne!(m["user_id"], gone);
         }
-        e.get("/api/permissions/group/10000").await.plain(404, "Not found.");
+        e.get("/api/permissions/group/10000")
+            .await
+            .plain(404, "Not found.");
     }
 }
 
@@ -94,7 +108,10 @@ async fn f05_fetch_group_test() {
 #[tokio::test]
 async fn f06_create_group_test() {
     for e in each(&BOTH, None).await {
-        let g = e.post("/api/permissions/group", json!({"name": "Test Group"})).await.ok();
+        let g = e
+            .post("/api/permissions/group", json!({"name": "Test Group"}))
+            .await
+            .ok();
         assert_eq!(g["name"], "Test Group");
         assert_eq!(g["magic_group_type"], Value::Null);
     }
@@ -104,7 +121,9 @@ async fn f06_create_group_test() {
 #[tokio::test]
 async fn f07_create_group_test_null_name() {
     for e in each(&BOTH, None).await {
-        let a = e.post("/api/permissions/group", json!({"name": null})).await;
+        let a = e
+            .post("/api/permissions/group", json!({"name": null}))
+            .await;
         assert_eq!(a.status, 400);
         assert_eq!(
             a.json(),
@@ -123,7 +142,10 @@ async fn f08_create_group_test_enterprise_features() {
     for e in each(&BOTH, None).await {
         for (name, flag) in [("X", json!(false)), ("Y", json!(null))] {
             let g = e
-                .post("/api/permissions/group", json!({"name": name, "is_tenant_group": flag}))
+                .post(
+                    "/api/permissions/group",
+                    json!({"name": name, "is_tenant_group": flag}),
+                )
                 .await
                 .ok();
             assert_eq!(g["is_tenant_group"], false);
@@ -150,7 +172,10 @@ async fn f09_update_group_audit_test() {
     for e in each(&BOTH, None).await {
         let g = e.group("Old").await;
         let a = e
-            .put(&format!("/api/permissions/group/{g}"), json!({"name": "Updated Group"}))
+            .put(
+                &format!("/api/permissions/group/{g}"),
+                json!({"name": "Updated Group"}),
+            )
             .await
             .ok();
         assert_eq!(a["name"], "Updated Group");
@@ -167,14 +192,23 @@ async fn f10_delete_group_test_and_magic_groups_test() {
             .delete(&format!("/api/permissions/group/{g}"))
             .await
             .plain(403, FORBIDDEN);
-        e.delete(&format!("/api/permissions/group/{g}")).await.status(204);
-        e.get(&format!("/api/permissions/group/{g}")).await.status(404);
+        e.delete(&format!("/api/permissions/group/{g}"))
+            .await
+            .status(204);
+        e.get(&format!("/api/permissions/group/{g}"))
+            .await
+            .status(404);
         for (id, name) in [(1, "All Users"), (2, "Administrators")] {
             let msg = format!("You cannot edit or delete the '{name}' permissions group!");
-            e.delete(&format!("/api/permissions/group/{id}")).await.plain(400, &msg);
-            e.put(&format!("/api/permissions/group/{id}"), json!({"name": "Z"}))
+            e.delete(&format!("/api/permissions/group/{id}"))
                 .await
                 .plain(400, &msg);
+            e.put(
+                &format!("/api/permissions/group/{id}"),
+                json!({"name": "Z"}),
+            )
+            .await
+            .plain(400, &msg);
         }
     }
 }
@@ -196,9 +230,15 @@ async fn f11_set_default_permission_values_test() {
             .ok();
         }
         let g = e.group("Fresh").await;
-        let graph = e.get(&format!("/api/permissions/graph/group/{g}")).await.ok();
+        let graph = e
+            .get(&format!("/api/permissions/graph/group/{g}"))
+            .await
+            .ok();
         for db in ["1", "2"] {
-            assert_eq!(graph["groups"][g.to_string()][db], json!({"view-data": "unrestricted"}));
+            assert_eq!(
+                graph["groups"][g.to_string()][db],
+                json!({"view-data": "unrestricted"})
+            );
         }
     }
 }
@@ -211,10 +251,9 @@ async fn f12_enabling_tenants_changes_groups() {
         let groups = e.get("/api/permissions/group").await.ok();
         let all = named(&groups, "All Users");
         assert_eq!(all["magic_group_type"], "all-internal-users");
-        assert!(
-            groups
-                .as_array()
-                .is_some_and(|a| a.iter().all(|g| g["magic_group_type"] != "all-external-users"))
-        );
+        assert!(groups.as_array().is_some_and(|a| {
+            a.iter()
+                .all(|g| g["magic_group_type"] != "all-external-users")
+        }));
     }
 }

@@ -12,7 +12,10 @@ async fn f14_get_group_membership_test() {
         let g = e.group("G").await;
         let u = e.user("u@example.com", &[g]).await;
         let map = e.get("/api/permissions/membership").await.ok();
-        let rows = map[u.to_string()].as_array().expect("the user's rows").clone();
+        let rows = map[u.to_string()]
+            .as_array()
+            .expect("the user's rows")
+            .clone();
         assert_eq!(rows.len(), 2);
         for r in rows {
             for k in ["membership_id", "group_id", "user_id", "is_group_manager"] {
@@ -30,14 +33,20 @@ async fn f15_add_group_membership_test() {
         let g = e.group("G").await;
         let u = e.user("u@example.com", &[]).await;
         let members = e
-            .post("/api/permissions/membership", json!({"group_id": g, "user_id": u}))
+            .post(
+                "/api/permissions/membership",
+                json!({"group_id": g, "user_id": u}),
+            )
             .await
             .ok();
         assert_eq!(members[0]["user_id"], u);
         let h = e.group("H").await;
         e.rasta()
             .await
-            .post("/api/permissions/membership", json!({"group_id": h, "user_id": u}))
+            .post(
+                "/api/permissions/membership",
+                json!({"group_id": h, "user_id": u}),
+            )
             .await
             .plain(403, FORBIDDEN);
     }
@@ -50,12 +59,18 @@ async fn f16_update_group_membership_test() {
         let g = e.group("G").await;
         let u = e.user("u@example.com", &[]).await;
         let members = e
-            .post("/api/permissions/membership", json!({"group_id": g, "user_id": u}))
+            .post(
+                "/api/permissions/membership",
+                json!({"group_id": g, "user_id": u}),
+            )
             .await
             .ok();
         let m = members[0]["membership_id"].as_i64().expect("membership id");
         let a = e
-            .put(&format!("/api/permissions/membership/{m}"), json!({"is_group_manager": false}))
+            .put(
+                &format!("/api/permissions/membership/{m}"),
+                json!({"is_group_manager": false}),
+            )
             .await;
         if e.pro() {
             assert_eq!(a.ok()["is_group_manager"], false);
@@ -89,7 +104,10 @@ async fn f17_clear_and_delete_group_membership_test() {
             .await
             .status(400);
         let members = e
-            .post("/api/permissions/membership", json!({"group_id": g, "user_id": b}))
+            .post(
+                "/api/permissions/membership",
+                json!({"group_id": g, "user_id": b}),
+            )
             .await
             .ok();
         let m = members[0]["membership_id"].as_i64().expect("membership id");
@@ -97,6 +115,8 @@ async fn f17_clear_and_delete_group_membership_test() {
             .delete(&format!("/api/permissions/membership/{m}"))
             .await
             .plain(403, FORBIDDEN);
-        e.delete(&format!("/api/permissions/membership/{m}")).await.status(204);
+        e.delete(&format!("/api/permissions/membership/{m}"))
+            .await
+            .status(204);
     }
 }

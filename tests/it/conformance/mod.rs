@@ -14,7 +14,7 @@ mod memberships;
 mod sandboxes;
 mod users;
 
-use mbprov::emulator::{EmulatorOptions, EditionName, RunningEmulator, spawn};
+use mbprov::emulator::{EditionName, EmulatorOptions, RunningEmulator, spawn};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -49,7 +49,11 @@ impl Answer {
     }
 
     pub fn plain(&self, status: u16, text: &str) {
-        assert_eq!((self.status, self.text.as_str()), (status, text), "{self:?}");
+        assert_eq!(
+            (self.status, self.text.as_str()),
+            (status, text),
+            "{self:?}"
+        );
         assert!(self.plain, "expected text/plain: {self:?}");
     }
 

@@ -14,10 +14,16 @@ const PRO: [EditionName; 1] = [EditionName::Pro];
 #[tokio::test]
 async fn f53_require_auth_and_validate_token_test() {
     for e in each(&PRO, None).await {
-        let anon = reqwest::get(format!("{}/api/mt/gtap", e.base_url())).await.expect("get");
+        let anon = reqwest::get(format!("{}/api/mt/gtap", e.base_url()))
+            .await
+            .expect("get");
         assert_eq!(anon.status().as_u16(), 401);
         assert_eq!(anon.text().await.expect("body"), "Unauthenticated");
-        e.rasta().await.get("/api/mt/gtap").await.plain(403, FORBIDDEN);
+        e.rasta()
+            .await
+            .get("/api/mt/gtap")
+            .await
+            .plain(403, FORBIDDEN);
     }
     for e in each(&[EditionName::Oss], None).await {
         let a = e.get("/api/mt/gtap").await;
@@ -45,7 +51,13 @@ async fn f54_create_gtap_test() {
     for e in each(&PRO, None).await {
         let g = e.group("G").await;
         let s = sandbox(&e, g, 10).await;
-        for k in ["id", "card_id", "table_id", "group_id", "attribute_remappings"] {
+        for k in [
+            "id",
+            "card_id",
+            "table_id",
+            "group_id",
+            "attribute_remappings",
+        ] {
             assert!(s.get(k).is_some(), "{k} in {s}");
         }
     }
@@ -58,7 +70,9 @@ async fn f56_delete_gtap_test() {
         let g = e.group("G").await;
         let id = sandbox(&e, g, 10).await["id"].as_i64().expect("id");
         e.delete(&format!("/api/mt/gtap/{id}")).await.status(204);
-        e.get(&format!("/api/mt/gtap/{id}")).await.plain(404, "Not found.");
+        e.get(&format!("/api/mt/gtap/{id}"))
+            .await
+            .plain(404, "Not found.");
     }
 }
 
@@ -90,7 +104,10 @@ async fn f58_revoke_perms_delete_gtaps_test() {
         sandbox(&e, g, 10).await;
         let sandboxed = json!({"view-data": {"PUBLIC": {"10": "sandboxed", "11": "unrestricted"}}});
         e.put_data(g, 1, sandboxed, "").await.ok();
-        assert_eq!(e.get("/api/mt/gtap").await.ok().as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            e.get("/api/mt/gtap").await.ok().as_array().map(Vec::len),
+            Some(1)
+        );
         let away = json!({"view-data": {"PUBLIC": {"10": "unrestricted", "11": "unrestricted"}}});
         e.put_data(g, 1, away, "").await.ok();
         assert_eq!(e.get("/api/mt/gtap").await.ok(), json!([]));
@@ -102,7 +119,14 @@ async fn f58_revoke_perms_delete_gtaps_test() {
 async fn f59_api_throws_error_if_premium_feature_not_enabled() {
     for e in each(&BOTH, None).await {
         let g = e.group("G").await;
-        let a = e.put_data(g, 1, json!({"view-data": "blocked", "create-queries": "no"}), "").await;
+        let a = e
+            .put_data(
+                g,
+                1,
+                json!({"view-data": "blocked", "create-queries": "no"}),
+                "",
+            )
+            .await;
         if e.pro() {
             a.ok();
         } else {

@@ -10,10 +10,16 @@ use super::{BOTH, each};
 async fn f47_create_user_test() {
     for e in each(&BOTH, None).await {
         let u = e
-            .post("/api/user", json!({"first_name": "Cam", "last_name": "Era", "email": "cam@example.com"}))
+            .post(
+                "/api/user",
+                json!({"first_name": "Cam", "last_name": "Era", "email": "cam@example.com"}),
+            )
             .await
             .ok();
-        let items = u["user_group_memberships"].as_array().expect("memberships").clone();
+        let items = u["user_group_memberships"]
+            .as_array()
+            .expect("memberships")
+            .clone();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0]["id"], 1);
         // `is_group_manager` is in the items only with advanced permissions.
@@ -26,9 +32,14 @@ async fn f47_create_user_test() {
 async fn f48_create_user_existing_email_test() {
     for e in each(&BOTH, None).await {
         e.user("dup@example.com", &[]).await;
-        let a = e.post("/api/user", json!({"email": "DUP@example.com"})).await;
+        let a = e
+            .post("/api/user", json!({"email": "DUP@example.com"}))
+            .await;
         assert_eq!(a.status, 400);
-        assert_eq!(a.json(), json!({"errors": {"email": "Email address already in use."}}));
+        assert_eq!(
+            a.json(),
+            json!({"errors": {"email": "Email address already in use."}})
+        );
     }
 }
 
@@ -38,7 +49,10 @@ async fn f49_create_user_validate_input_test() {
     for e in each(&BOTH, None).await {
         let a = e.post("/api/user", json!({"email": "not an email"})).await;
         assert_eq!(a.status, 400);
-        assert_eq!(a.json()["errors"], json!({"email": "value must be a valid email address."}));
+        assert_eq!(
+            a.json()["errors"],
+            json!({"email": "value must be a valid email address."})
+        );
     }
 }
 
@@ -54,7 +68,10 @@ async fn f50_create_user_set_groups_test_2() {
                        "user_group_memberships": [{"id": g, "is_group_manager": false}]}),
             )
             .await;
-        a.plain(400, "You cannot add or remove users to/from the 'All Users' group.");
+        a.plain(
+            400,
+            "You cannot add or remove users to/from the 'All Users' group.",
+        );
         let found = e.get("/api/user?query=x%40example.com").await.ok();
         assert_eq!(found["total"], 0);
     }
@@ -64,7 +81,9 @@ async fn f50_create_user_set_groups_test_2() {
 #[tokio::test]
 async fn f52_reactivate_tests() {
     for e in each(&BOTH, None).await {
-        e.put("/api/user/9999/reactivate", json!({})).await.plain(404, "Not found.");
+        e.put("/api/user/9999/reactivate", json!({}))
+            .await
+            .plain(404, "Not found.");
         let u = e.user("active@example.com", &[]).await;
         let a = e.put(&format!("/api/user/{u}/reactivate"), json!({})).await;
         assert_eq!(a.status, 400);
