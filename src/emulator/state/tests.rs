@@ -465,12 +465,13 @@ fn membership_semantics_by_edition() {
         is_group_manager: m,
     };
     let all = vec![(1, Some(false))];
-    let cases: Vec<(
+    type Case = (
         Vec<(i64, Option<bool>)>,
         Vec<MembershipItem>,
         GroupPlan,
         GroupPlan,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         // mbprov's request: no change to All Users on either edition.
         (
             all.clone(),
