@@ -192,3 +192,13 @@ pub async fn update(
     let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
     collection_json(&db.collection_model(c)).map(Json)
 }
+
+/// `DELETE /api/collection/:id` (v0.50+ with the Trash): 200 once trashed.
+pub async fn remove(
+    State(app): State<App>,
+    _: Superuser,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<Value>> {
+    app.state.lock().await.delete_collection(id)?;
+    Ok(Json(json!({"success": true})))
+}

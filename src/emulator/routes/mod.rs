@@ -78,7 +78,9 @@ pub fn router(app: App) -> Router {
         )
         .route(
             "/api/collection/{id}",
-            get(collections::get_one).put(collections::update),
+            get(collections::get_one)
+                .put(collections::update)
+                .delete(collections::remove),
         )
         .route("/api/collection/{id}/items", get(collections::items))
         .route("/api/table/{id}", get(tables::table))
@@ -92,6 +94,7 @@ pub fn router(app: App) -> Router {
             get(tables::database_metadata),
         )
         .route("/api/mt/gtap", get(sandboxes::list).post(sandboxes::create))
+        .route("/api/mt/gtap/validate", post(sandboxes::validate))
         .route(
             "/api/mt/gtap/{id}",
             get(sandboxes::get_one).delete(sandboxes::remove),

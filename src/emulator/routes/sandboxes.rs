@@ -83,3 +83,22 @@ pub async fn remove(
     db.sandboxes.remove(&id).ok_or_else(ApiError::not_found)?;
     Ok(no_content())
 }
+
+/// `POST /api/mt/gtap/validate`: 204 when the sandbox could be created, 400 when not.
+pub async fn validate(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check(&app, &caller).await?;
+    let body = json_body(&body)?;
+    app.state
+        .lock()
+        .await
+        .validate_sandbox(&body)
+        .map_err(|e| match e {
+            ApiError::Plain(_, m) => ApiError::bad_request(m),
+            ApiError::Json(_, v) => ApiError::Json(axum::http::StatusCode::BAD_REQUEST, v),
+        })?;
+    Ok(no_content())
+}

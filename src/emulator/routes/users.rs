@@ -294,6 +294,10 @@ pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiRes
     };
     let mut db = app.state.lock().await;
     let id = db.create_user(input)?;
+    // `source: "setup"` makes the first admin (test `create-user-setup-source-test`).
+    if body.get("source").and_then(Value::as_str) == Some("setup") {
+        db.make_superuser(id);
+    }
     render(&db, id, Shape::Single)
 }
 

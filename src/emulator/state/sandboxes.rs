@@ -217,6 +217,16 @@ impl State {
             .ok_or_else(ApiError::not_found)
     }
 
+    /// `POST /api/mt/gtap/validate`: the checks of a create, without writing (test
+    /// `validate-sandbox-test`).
+    pub fn validate_sandbox(&self, body: &Value) -> ApiResult<()> {
+        let mut item = body.clone();
+        if let Some(o) = item.as_object_mut() {
+            o.remove("id");
+        }
+        self.parse_upsert(&item).map(|_| ())
+    }
+
     /// `GET /api/mt/gtap` with optional filters.
     pub fn list_sandboxes(&self, group_id: Option<i64>, table_id: Option<i64>) -> Vec<&SandboxRec> {
         self.sandboxes

@@ -397,6 +397,13 @@ impl State {
         Ok(())
     }
 
+    /// Puts a user in Administrators (the user row's hook makes them a superuser).
+    pub fn make_superuser(&mut self, id: i64) {
+        if self.membership_of(id, ADMIN_GROUP).is_none() {
+            self.add_membership_unchecked(id, ADMIN_GROUP);
+        }
+    }
+
     /// `DELETE /api/user/:id`: idempotent deactivation.
     pub fn deactivate_user(&mut self, id: i64) -> ApiResult<()> {
         let Some(user) = self.users.get(&id) else {

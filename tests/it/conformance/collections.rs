@@ -88,3 +88,40 @@ async fn f43_update_collection_test() {
         assert_eq!(archived["archived"], true);
     }
 }
+
+/// Fact 44, C `collection-deletion-prohibitions` (not the namespace half: no namespaces here).
+#[tokio::test]
+async fn f44_collection_deletion_prohibitions() {
+    for e in each(&BOTH, None).await {
+        let c = e.collection("Live", None).await;
+        e.delete(&format!("/api/collection/{c}"))
+            .await
+            .plain(400, "Collection must be trashed before deletion.");
+        e.rasta()
+            .await
+            .delete(&format!("/api/collection/{c}"))
+            .await
+            .plain(403, FORBIDDEN);
+    }
+}
+
+/// Fact 45, C `collections-can-be-deleted`: a descendant trashed on its own is moved up.
+#[tokio::test]
+async fn f45_collections_can_be_deleted() {
+    for e in each(&BOTH, None).await {
+        let a = e.collection("A", None).await;
+        let b = e.collection("B", Some(a)).await;
+        let gone = e.collection("Gone", Some(a)).await;
+        e.put(&format!("/api/collection/{b}"), json!({"archived": true}))
+            .await
+            .ok();
+        e.put(&format!("/api/collection/{a}"), json!({"archived": true}))
+            .await
+            .ok();
+        e.delete(&format!("/api/collection/{a}")).await.status(200);
+        e.get(&format!("/api/collection/{a}")).await.status(404);
+        e.get(&format!("/api/collection/{gone}")).await.status(404);
+        let kept = e.get(&format!("/api/collection/{b}")).await.ok();
+        assert_eq!(kept["location"], "/");
+    }
+}

@@ -5,6 +5,7 @@
 //! doc comment names the Metabase test or function it reflects. Facts the emulator does not
 //! reproduce are listed, with the reason, in the README ("The Metabase emulator").
 
+mod client;
 mod collection_graph;
 mod collections;
 mod corrections;

@@ -137,3 +137,25 @@ async fn f59_api_throws_error_if_premium_feature_not_enabled() {
         }
     }
 }
+
+/// Fact 55, SG `validate-sandbox-test` (newest).
+#[tokio::test]
+async fn f55_validate_sandbox_test() {
+    for e in each(&PRO, None).await {
+        let g = e.group("G").await;
+        e.post(
+            "/api/mt/gtap/validate",
+            json!({"table_id": 10, "group_id": g}),
+        )
+        .await
+        .status(204);
+        e.post("/api/mt/gtap/validate", json!({"group_id": g}))
+            .await
+            .status(400);
+        assert_eq!(
+            e.get("/api/mt/gtap").await.ok(),
+            json!([]),
+            "nothing written"
+        );
+    }
+}

@@ -90,3 +90,25 @@ async fn f52_reactivate_tests() {
         assert_eq!(a.json()["message"], "Not able to reactivate an active user");
     }
 }
+
+/// Fact 51, U `create-user-setup-source-test` (newest).
+#[tokio::test]
+async fn f51_create_user_setup_source_test() {
+    for e in each(&BOTH, None).await {
+        let u = e
+            .post(
+                "/api/user",
+                json!({"email": "first@example.com", "source": "setup"}),
+            )
+            .await
+            .ok();
+        assert_eq!(u["is_superuser"], true);
+        let ids: Vec<i64> = u["user_group_memberships"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|m| m["id"].as_i64())
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+    }
+}
