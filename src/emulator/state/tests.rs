@@ -240,13 +240,25 @@ fn sandboxes_render_as_table_level_sandboxed_and_drop_native() {
 }
 
 #[test]
-fn new_groups_copy_all_users_data_permissions_without_a_revision() {
+fn new_groups_derive_all_users_data_permissions_without_a_revision() {
+    // Correction 3: uniform All Users values come out the same as a copy would; view-data is
+    // unrestricted and the most restrictive create-queries/download win where tables differ.
     let mut s = ee();
     put(&mut s, json!({"1": {"2": {"create-queries": "no"}}})).unwrap();
     let rev = s.data_revision;
     let g = new_group(&mut s, "Copy");
     assert_eq!(rendered(&s, g), rendered(&s, 1));
     assert_eq!(s.data_revision, rev);
+    put(
+        &mut s,
+        json!({"1": {"1": {"create-queries": {"PUBLIC": {"10": "query-builder"}}}}}),
+    )
+    .unwrap();
+    let h = new_group(&mut s, "Derived");
+    assert_eq!(
+        serde_json::to_value(&rendered(&s, h)).unwrap()["1"]["create-queries"],
+        "query-builder"
+    );
 }
 
 fn coll_cell(s: &State, group: i64, key: &str) -> Value {

@@ -120,3 +120,47 @@ async fn client_requests_are_right_on_both_editions() {
         }
     }
 }
+
+/// Correction 9 as the client sees it: a 500 on a creating POST (concurrent collection
+/// creates) and on a graph PUT (metabase#73249 "Failed to obtain cluster lock") are transient,
+/// so the job is retried rather than dead-lettered. The emulator serialises requests, so the
+/// 500 is injected.
+#[tokio::test]
+async fn server_errors_on_creates_and_graph_writes_are_transient() {
+    use mbprov::error::{Classify, ErrorClass};
+    let emu = spawn(EmulatorOptions::new(KEY)).await.expect("emulator");
+    let mut config = ClientConfig::new(emu.url(), Auth::ApiKey(ApiKey::new(KEY)));
+    config.retries = 0;
+    let mb = MetabaseClient::new(config).expect("client");
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("POST", "/api/collection"),
+        ("PUT", "/api/collection/graph"),
+    ] {
+        http.post(format!("{}/_emulator/faults", emu.url()))
+            .header("x-api-key", KEY)
+            .json(&json!({"fail": {"method": method, "path": path, "status": 500}}))
+            .send()
+            .await
+            .expect("faults");
+        let err = if method == "POST" {
+            mb.create_collection(&NewCollection {
+                name: "X".into(),
+                description: None,
+                parent_id: None,
+            })
+            .await
+            .map(|_| ())
+        } else {
+            mb.put_collection_graph(&CollectionGraph::default())
+                .await
+                .map(|_| ())
+        }
+        .expect_err("an injected 500");
+        assert_eq!(
+            (err.status(), err.class()),
+            (Some(500), ErrorClass::Transient),
+            "{path}"
+        );
+    }
+}
