@@ -27,6 +27,7 @@ mod data_graph;
 mod data_put;
 mod edition;
 mod groups;
+mod memberships;
 mod sandboxes;
 mod seed;
 mod users;
@@ -39,12 +40,10 @@ pub use data_graph::{DataPerms, DbFlags, TablePerms, admin_db_perms};
 pub use data_put::DataPutOutcome;
 pub use edition::{Edition, EditionName, NEWEST_RELEASE};
 pub use groups::GroupRec;
+pub use memberships::{GroupPlan, MembershipItem, diff_plan, replace_plan};
 pub use sandboxes::SandboxRec;
 pub use seed::SeededTenant;
-pub use users::{
-    GroupPlan, MembershipItem, NewUserInput, StatusFilter, UserListQuery, UserPatch, UserRec,
-    diff_plan, replace_plan,
-};
+pub use users::{NewUserInput, StatusFilter, UserListQuery, UserPatch, UserRec};
 
 use crate::metabase::models::{CollectionAccess, CollectionKey};
 
