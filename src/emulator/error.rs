@@ -21,7 +21,9 @@ pub mod text {
     pub const BLOCKED_NEEDS_TOKEN: &str = "The blocked permissions functionality is only enabled if you have a premium token with the advanced-permissions feature.";
     pub const SANDBOXES_PAID: &str = "Sandboxes is a paid feature not currently available to your instance. Please upgrade to use it. Learn more at metabase.com/upgrade/";
     pub const IMPERSONATION_PAID: &str = "Connection impersonation is a paid feature not currently available to your instance. Please upgrade to use it. Learn more at metabase.com/upgrade/";
-    pub const GTAP_DISABLED: &str = "Error: sandboxing is not enabled for this instance. Please check you have set a valid Enterprise token and try again.";
+    pub const TENANTS_PAID: &str = "Tenants is a paid feature not currently available to your instance. Please upgrade to use it. Learn more at metabase.com/upgrade/";
+    pub const GROUP_MANAGER_NEEDS_TOKEN: &str = "The group manager permissions functionality is only enabled if you have a premium token with the advanced-permissions feature.";
+    pub const MEMBERSHIP_INSERT_FAILED: &str = "Error inserting Permissions Group Membership";
     pub const INITIALIZING: &str = "Metabase is still initializing. Please sit tight...";
     pub const SETUP_DONE: &str = "The /api/setup route can only be used to create the first user, however a user currently exists.";
 }
@@ -62,6 +64,27 @@ impl ApiError {
         ApiError::Json(
             StatusCode::BAD_REQUEST,
             json!({"errors": {field: message}, "specific-errors": {field: [message]}}),
+        )
+    }
+
+    /// A premium-feature 402 (`ee-feature-error`): plain text in older releases, JSON
+    /// `{"message", "status"}` in newer ones (correction 8).
+    pub fn premium(json: bool, message: &str) -> Self {
+        if json {
+            ApiError::Json(
+                StatusCode::PAYMENT_REQUIRED,
+                json!({"message": message, "status": "error-premium-feature-not-available"}),
+            )
+        } else {
+            Self::plain(StatusCode::PAYMENT_REQUIRED, message)
+        }
+    }
+
+    /// A 500 as Metabase's exception middleware renders one (`{"message": …}`).
+    pub fn server(message: &str) -> Self {
+        ApiError::Json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": message}),
         )
     }
 

@@ -1,5 +1,11 @@
 //! An in-memory emulator of the Metabase API (`mbprov fake-metabase`), faithful to
-//! /work/shared/metabase-api.md, so the worker can be tested and tried without a Metabase.
+//! `../shared/metabase-api.md` (its "Verified corrections" first) and to the request/response
+//! facts of Metabase's own tests (`../shared/metabase-test-facts.md`), so the worker can be
+//! tested and tried without a Metabase.
+//!
+//! It emulates one edition at one release at a time (`--edition oss|pro`,
+//! `--metabase-version`; see [`state::Edition`]): free and Pro differ in membership semantics,
+//! token features and 402s, and releases differ in what the graph PUTs answer.
 //!
 //! The initial data is described on [`state`]. Test control lives under `/_emulator/*`
 //! (see [`control`]); faults (latency, error rate, outages, slow start) in [`faults`].
@@ -22,6 +28,7 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 
 use faults::Faults;
+pub use state::EditionName;
 use state::{Edition, State};
 use stats::Stats;
 
@@ -43,10 +50,17 @@ pub struct EmulatorOptions {
     /// Fraction (0..1) of /api requests answered 503 before doing anything.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
-    /// The version tag reported by `GET /api/session/properties`.
-    #[arg(long, default_value = "v0.56.3")]
-    pub metabase_version: String,
-    /// Behave like the free edition: no `blocked` view-data, no sandboxes.
+    /// The release to emulate, as `GET /api/session/properties` reports it (`v0.50.0` up to
+    /// `v1.64.0`); behaviour that changed between releases follows it. Default: the newest
+    /// release known, v0.64.0 (tagged `v1.64.0` on pro, `v0.64.0` on oss).
+    #[arg(long)]
+    pub metabase_version: Option<String>,
+    /// The edition to emulate: `oss` (free: no token features, memberships replaced) or `pro`
+    /// (Pro/Enterprise: advanced permissions, sandboxes, tenants; memberships diffed with
+    /// `is_group_manager`).
+    #[arg(long, value_enum, default_value_t = EditionName::Pro)]
+    pub edition: EditionName,
+    /// Alias of `--edition oss`, kept for existing scripts and compose files.
     #[arg(long)]
     pub oss: bool,
     /// Start with no users, like a new Metabase that needs `POST /api/setup`.
@@ -69,7 +83,8 @@ pub struct EmulatorOptions {
 }
 
 impl EmulatorOptions {
-    /// Defaults for in-process use: a free port, no faults, an EE `v0.56.3` with the admin.
+    /// Defaults for in-process use: a free port, no faults, pro at the newest release, with
+    /// the admin.
     pub fn new(api_key: impl Into<String>) -> Self {
         EmulatorOptions {
             port: 0,
@@ -77,7 +92,8 @@ impl EmulatorOptions {
             api_key: api_key.into(),
             latency_ms: 0,
             error_rate: 0.0,
-            metabase_version: "v0.56.3".into(),
+            metabase_version: None,
+            edition: EditionName::Pro,
             oss: false,
             fresh: false,
             init_delay_ms: 0,
@@ -102,6 +118,24 @@ pub enum EmulatorError {
     ErrorRate(f64),
 }
 
+impl EmulatorOptions {
+    /// `--oss` wins over `--edition`, being the older spelling of `--edition oss`.
+    pub fn edition_name(&self) -> EditionName {
+        if self.oss {
+            EditionName::Oss
+        } else {
+            self.edition
+        }
+    }
+
+    /// The tag reported by `/api/session/properties`.
+    pub fn version_tag(&self) -> String {
+        self.metabase_version
+            .clone()
+            .unwrap_or_else(|| Edition::default_tag(self.edition_name()))
+    }
+}
+
 /// Settings fixed at start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -124,7 +158,11 @@ impl App {
         if !(0.0..=1.0).contains(&opts.error_rate) {
             return Err(EmulatorError::ErrorRate(opts.error_rate));
         }
-        let mut edition = Edition::for_version(&opts.metabase_version, opts.oss);
+        let tag = opts.version_tag();
+        let mut edition = Edition::new(
+            opts.edition_name(),
+            crate::metabase::models::Version::parse(&tag),
+        );
         if opts.silent_collection_copies {
             edition.creation_bumps_collection_revision = false;
         }
@@ -144,8 +182,8 @@ impl App {
             ),
             config: Arc::new(Config {
                 api_key: opts.api_key.clone(),
-                version: opts.metabase_version.clone(),
-                oss: opts.oss,
+                version: tag,
+                oss: opts.edition_name() == EditionName::Oss,
             }),
         })
     }

@@ -143,7 +143,7 @@ pub(super) async fn find(
     if rename {
         let update = CollectionUpdate {
             name: Some(t.name.clone()),
-            archived: Some(false),
+            archived: false,
             ..CollectionUpdate::default()
         };
         core.mb.update_collection(id, &update).await?;

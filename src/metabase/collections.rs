@@ -68,7 +68,7 @@ impl MetabaseClient {
         self.update_collection(
             id,
             &CollectionUpdate {
-                archived: Some(true),
+                archived: true,
                 ..CollectionUpdate::default()
             },
         )

@@ -8,10 +8,23 @@ use super::models::{CollectionGraph, DataGraph, Revision};
 /// that protects other writers, so this client cannot send `force=true`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataGraphPut {
-    /// Ask for `{"revision"}` only (`skip_graph=true`).
+    /// Ask for `{"revision"}` only (`?skip-graph=true`).
     SkipGraph,
-    /// Ask for the submitted groups back (v0.51+ answers with only those): a free read-back.
+    /// Ask for the submitted groups back (v0.51+ answers with only those, test
+    /// `update-graph-response-echoes-only-modified-groups-test`): a read-back for verification
+    /// at no extra request, and small because it holds only what was written.
     ReturnGroups,
+}
+
+/// `?skip-graph=true`, kebab case: the only spelling Metabase declares on both graph PUTs
+/// (data graph since PR #36724, Dec 2023; collection graph since PR #49856, about v0.52).
+/// `skip_graph` is undeclared, stripped, and the whole graph comes back (correction 2; tests
+/// `update-perms-graph-with-skip-graph-test`, `skip-graph-skips-graph-on-graph-PUT`). Releases
+/// that do not know the parameter ignore it.
+const SKIP_GRAPH: (&str, &str) = ("skip-graph", "true");
+
+fn skip_graph() -> Vec<(&'static str, String)> {
+    vec![(SKIP_GRAPH.0, SKIP_GRAPH.1.to_string())]
 }
 
 impl MetabaseClient {
@@ -40,7 +53,7 @@ impl MetabaseClient {
         mode: DataGraphPut,
     ) -> Result<DataGraph, MetabaseError> {
         let query = match mode {
-            DataGraphPut::SkipGraph => vec![("skip_graph", "true".to_string())],
+            DataGraphPut::SkipGraph => skip_graph(),
             DataGraphPut::ReturnGroups => vec![],
         };
         self.call(
@@ -58,7 +71,8 @@ impl MetabaseClient {
         self.get("/api/collection/graph", &[]).await
     }
 
-    /// A partial write of the collection graph; answers with the new revision only.
+    /// A partial write of the collection graph; asks for the new revision only (v0.52+; older
+    /// releases answer the whole graph, of which only `revision` is read).
     pub async fn put_collection_graph(
         &self,
         graph: &CollectionGraph,
@@ -66,7 +80,7 @@ impl MetabaseClient {
         self.call(
             Method::PUT,
             "/api/collection/graph",
-            &[("skip_graph", "true".to_string())],
+            &skip_graph(),
             Some(graph),
             Replay::Safe,
         )

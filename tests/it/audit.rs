@@ -82,7 +82,8 @@ async fn isolated_tenants(stack: &Stack) -> Tenants {
             .emu_create(
                 "/api/user",
                 json!({"email": format!("t{n}@acme.test"), "first_name": "T", "last_name": "U",
-                   "user_group_memberships": [{"id": 1}, {"id": groups[i]}]}),
+                   "user_group_memberships": [{"id": 1, "is_group_manager": false},
+                                              {"id": groups[i], "is_group_manager": false}]}),
             )
             .await;
     }

@@ -41,7 +41,7 @@ async fn grant_contractors_the_shared_collection(stack: &Stack) -> i64 {
     let answer = stack
         .emu_send(
             Method::PUT,
-            "/api/collection/graph?skip_graph=true",
+            "/api/collection/graph?skip-graph=true",
             json!({"revision": revision, "groups": {group.to_string(): {"2": "read"}}}),
         )
         .await;
@@ -71,8 +71,12 @@ async fn assert_isolated(stack: &Stack, tenants: std::ops::RangeInclusive<u32>, 
                 _ if *group == g.to_string() => Some("read"),
                 _ => None,
             };
+            // Before 0.56.13 the graph spells a missing permission "none" (PR metabase#65098).
             assert_eq!(
-                cells.get(&cid).and_then(Value::as_str),
+                cells
+                    .get(&cid)
+                    .and_then(Value::as_str)
+                    .filter(|v| *v != "none"),
                 expected,
                 "group {group} on tenant {n}'s collection"
             );
@@ -212,7 +216,7 @@ async fn a_parent_changing_under_concurrent_provisioning_never_leaks_into_tenant
                 let body = json!({"revision": revision,
                                   "groups": {flapping.to_string(): {"2": access}}});
                 let answer = stack
-                    .emu_send(Method::PUT, "/api/collection/graph?skip_graph=true", body)
+                    .emu_send(Method::PUT, "/api/collection/graph?skip-graph=true", body)
                     .await;
                 if answer.status().is_success() {
                     last = Some(access);

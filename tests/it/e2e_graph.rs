@@ -29,7 +29,7 @@ async fn other_writer(stack: &Stack, group: i64, stop: Arc<AtomicBool>, last: La
             .await;
         let body = json!({"revision": slice["revision"], "groups": {group.to_string(): {"2": {"view-data": "unrestricted", "create-queries": data}}}});
         if stack
-            .emu_send(Method::PUT, "/api/permissions/graph?skip_graph=true", body)
+            .emu_send(Method::PUT, "/api/permissions/graph?skip-graph=true", body)
             .await
             .status()
             .is_success()
@@ -42,7 +42,7 @@ async fn other_writer(stack: &Stack, group: i64, stop: Arc<AtomicBool>, last: La
         let body =
             json!({"revision": graph["revision"], "groups": {group.to_string(): {"root": coll}}});
         if stack
-            .emu_send(Method::PUT, "/api/collection/graph?skip_graph=true", body)
+            .emu_send(Method::PUT, "/api/collection/graph?skip-graph=true", body)
             .await
             .status()
             .is_success()

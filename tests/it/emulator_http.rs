@@ -157,7 +157,8 @@ async fn credentials_are_required_and_401_is_plain_text() {
         .send(Method::GET, "/api/session/properties", None, &[])
         .await
         .json();
-    assert_eq!(props["version"]["tag"], "v0.56.3");
+    // The default is pro at the newest release (EE builds are tagged v1.x.y).
+    assert_eq!(props["version"]["tag"], "v1.64.0");
     assert_eq!(
         props["token-features"],
         json!({"sandboxes": true, "advanced_permissions": true, "tenants": true})
@@ -216,7 +217,9 @@ async fn user_errors_have_metabases_exact_bodies() {
         .post(
             "/api/user",
             json!({"email": "Jane@Example.com", "first_name": "Jane", "login_attributes": {"org": 42},
-                   "user_group_memberships": [{"id": 1}, {"id": g}], "password": "ignored"}),
+                   "user_group_memberships": [{"id": 1, "is_group_manager": false},
+                                              {"id": g, "is_group_manager": false}],
+                   "password": "ignored"}),
         )
         .await;
     assert_eq!(made.status, 200, "{made:?}");
@@ -225,7 +228,7 @@ async fn user_errors_have_metabases_exact_bodies() {
     assert_eq!(jane["login_attributes"], json!({"org": "42"}));
     assert_eq!(
         jane["user_group_memberships"],
-        json!([{"id": 1}, {"id": g}])
+        json!([{"id": 1, "is_group_manager": false}, {"id": g, "is_group_manager": false}])
     );
     let id = jane["id"].as_i64().expect("id");
 
@@ -266,12 +269,16 @@ async fn user_errors_have_metabases_exact_bodies() {
     let put = e
         .put(
             &format!("/api/user/{id}"),
-            json!({"login_attributes": {"x": true}, "user_group_memberships": [{"id": 1}]}),
+            json!({"login_attributes": {"x": true},
+                   "user_group_memberships": [{"id": 1, "is_group_manager": false}]}),
         )
         .await
         .json();
     assert_eq!(put["login_attributes"], json!({"x": "true"}));
-    assert_eq!(put["user_group_memberships"], json!([{"id": 1}]));
+    assert_eq!(
+        put["user_group_memberships"],
+        json!([{"id": 1, "is_group_manager": false}])
+    );
 
     assert_eq!(
         e.delete(&format!("/api/user/{id}")).await.json(),
@@ -442,7 +449,7 @@ async fn data_graph_puts_are_partial_and_fenced_by_the_revision() {
     );
     let skipped = e
         .put(
-            "/api/permissions/graph?skip_graph=true",
+            "/api/permissions/graph?skip-graph=true",
             json!({"revision": 2, "groups": {}}),
         )
         .await
@@ -514,7 +521,7 @@ async fn collection_graph_is_sparse_and_new_collections_copy_their_parent() {
     assert_eq!(put["groups"]["1"], json!({"root": "write"}));
     let noop = e
         .put(
-            "/api/collection/graph?skip_graph=true",
+            "/api/collection/graph?skip-graph=true",
             json!({"revision": 2, "groups": {&gs: {"2": "read"}}}),
         )
         .await;
@@ -599,9 +606,12 @@ async fn oss_refuses_premium_features() {
         )
         .await;
     assert_eq!(sandboxes.status, 402);
-    e.get("/api/mt/gtap").await.assert_plain(
-        403,
-        "Error: sandboxing is not enabled for this instance. Please check you have set a valid Enterprise token and try again.",
+    // 402, not 403, on every /api/mt/gtap route (correction 8); JSON on newer releases.
+    let gtap = e.get("/api/mt/gtap").await;
+    assert_eq!(gtap.status, 402, "{gtap:?}");
+    assert_eq!(
+        gtap.json()["message"],
+        "Sandboxes is a paid feature not currently available to your instance. Please upgrade to use it. Learn more at metabase.com/upgrade/"
     );
 }
 

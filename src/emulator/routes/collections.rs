@@ -50,7 +50,16 @@ pub async fn put_graph(
     let conflict = matches!(&result, Err(e) if e.status() == StatusCode::CONFLICT);
     app.stats.graph_put(Graph::Collection, force, conflict);
     let revision = result?;
-    if skip_graph(&p) {
+    // `?skip-graph=true` from v0.52 (PR #49856); a `skip_graph` body key in v0.51 (PR #45438);
+    // nothing before. Anything else gets the whole graph (correction 2; test
+    // `skip-graph-skips-graph-on-graph-PUT`).
+    let skip = if db.edition.collection_skip_graph_query() {
+        skip_graph(&p)
+    } else {
+        db.edition.collection_skip_graph_body()
+            && body.get("skip_graph").and_then(Value::as_bool) == Some(true)
+    };
+    if skip {
         return Ok(Json(json!({"revision": revision})));
     }
     to_json(&db.render_collection_graph()).map(Json)
@@ -167,10 +176,16 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
+    let edition_v057 = app.state.lock().await.edition.v057_fields();
     let patch = CollectionPatch {
         name: opt_string(&body, "name")?,
         description: opt_nullable_string(&body, "description")?,
-        archived: body.get("archived").and_then(Value::as_bool),
+        // From v0.57 the schema defaults `archived` to false, so a rename of an archived
+        // collection un-archives it (correction 11).
+        archived: body
+            .get("archived")
+            .and_then(Value::as_bool)
+            .or_else(|| edition_v057.then_some(false)),
         parent_id: match present(&body, "parent_id") {
             None => None,
             Some(None) => Some(None),
@@ -183,4 +198,14 @@ pub async fn update(
     db.update_collection(id, patch)?;
     let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
     collection_json(&db.collection_model(c)).map(Json)
+}
+
+/// `DELETE /api/collection/:id` (v0.50+ with the Trash): 200 once trashed.
+pub async fn remove(
+    State(app): State<App>,
+    _: Superuser,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<Value>> {
+    app.state.lock().await.delete_collection(id)?;
+    Ok(Json(json!({"success": true})))
 }

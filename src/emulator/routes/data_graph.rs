@@ -46,9 +46,10 @@ pub async fn get_db(
     to_json(&db.render_data_graph(None, Some(id)))
 }
 
-/// `skip_graph` as documented; `skip-graph` as the code destructures it.
+/// `?skip-graph=true`, the only declared spelling; `skip_graph` is stripped as undeclared and
+/// the graph comes back (correction 2; test `update-perms-graph-with-skip-graph-test`).
 pub fn skip_graph(p: &Params) -> bool {
-    p.flag("skip_graph") || p.flag("skip-graph")
+    p.flag("skip-graph")
 }
 
 pub async fn put(
@@ -68,7 +69,13 @@ pub async fn put(
     if skip_graph(&p) {
         return Ok(Json(json!({"revision": outcome.revision})));
     }
-    let mut graph = db.render_data_graph(Some(&outcome.groups), None);
+    // v0.51+ answers only the submitted groups (test
+    // `update-graph-response-echoes-only-modified-groups-test`); earlier releases, everything.
+    let groups = db
+        .edition
+        .partial_data_answer()
+        .then_some(outcome.groups.as_slice());
+    let mut graph = db.render_data_graph(groups, None);
     graph.sandboxes = outcome
         .sandboxes
         .map(|s| s.iter().map(|s| s.to_model()).collect());

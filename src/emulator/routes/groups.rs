@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{IdPath, json_body, no_content};
+use super::{IdPath, Params, json_body, no_content};
 use crate::emulator::App;
 use crate::emulator::auth::Superuser;
 use crate::emulator::error::{ApiError, ApiResult};
@@ -31,18 +31,31 @@ fn insert(mut v: Value, key: &str, value: Value) -> Value {
     v
 }
 
+/// `name`: a non-blank string, with malli's exact answer for a missing or null one (test
+/// `create-group-test`).
 fn name_of(body: &Value) -> ApiResult<String> {
-    super::opt_string(body, "name")?
-        .ok_or_else(|| ApiError::schema("name", "value must be a non-blank string."))
+    match body.get("name") {
+        None | Some(Value::Null) => Err(ApiError::Json(
+            axum::http::StatusCode::BAD_REQUEST,
+            json!({"errors": {"name": "value must be a non-blank string."},
+                   "specific-errors": {"name": ["should be a string, received: nil",
+                                                "non-blank string, received: nil"]}}),
+        )),
+        _ => super::opt_string(body, "name")?
+            .ok_or_else(|| ApiError::schema("name", "value must be a non-blank string.")),
+    }
 }
 
-/// Ordered by lower(name), each with `member_count`.
+/// Ordered by lower(name), each with `member_count` (active users only); paged only when
+/// `limit` or `offset` is given (test `groups-list-limit-test`); `tenancy=internal|external`
+/// filters by tenant groups (test `fetch-groups-tenancy-filter-test`).
 pub async fn list(
     State(app): State<App>,
     _: Superuser,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let p = super::Params::parse(query.as_deref());
+    let p = Params::parse(query.as_deref());
+    let (limit, offset) = (p.int("limit")?, p.int("offset")?);
     let tenancy = crate::emulator::state::TenancyFilter::parse(p.get("tenancy"))?;
     let db = app.state.lock().await;
     let mut groups: Vec<&GroupRec> = db
@@ -51,6 +64,11 @@ pub async fn list(
         .filter(|g| db.group_matches_tenancy(g.id, tenancy))
         .collect();
     groups.sort_by_key(|g| (g.name.to_lowercase(), g.id));
+    if limit.is_some() || offset.is_some() {
+        let skip = offset.unwrap_or(0).max(0) as usize;
+        let take = limit.unwrap_or(50).max(0) as usize;
+        groups = groups.into_iter().skip(skip).take(take).collect();
+    }
     let counts = db.member_counts();
     let out = groups
         .into_iter()
@@ -86,7 +104,8 @@ pub async fn get_one(
 pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiResult<Json<Value>> {
     let body = json_body(&body)?;
     let name = name_of(&body)?;
-    // `is_tenant_group: true` needs the tenants feature: 402 otherwise (metabase-test-facts.md 8).
+    // `is_tenant_group: true` needs the tenants feature: 402 otherwise (test
+    // `create-group-test-enterprise-features`); `false`/`null` make a regular group.
     let tenant_group = body.get("is_tenant_group").and_then(Value::as_bool) == Some(true);
     if tenant_group && !super::tenants::has_tenants(&app) {
         return Err(crate::emulator::state::tenants_paid());
@@ -135,7 +154,7 @@ pub async fn memberships(State(app): State<App>, _: Superuser) -> ApiResult<Json
             "membership_id": m.id,
             "group_id": m.group_id,
             "user_id": m.user_id,
-            "is_group_manager": false,
+            "is_group_manager": m.is_group_manager,
         }));
     }
     let map: serde_json::Map<String, Value> = out
@@ -159,9 +178,33 @@ pub async fn add_member(
             .ok_or_else(|| ApiError::schema(k, "value must be an integer greater than zero."))
     };
     let (group_id, user_id) = (int("group_id")?, int("user_id")?);
+    let manager = body.get("is_group_manager").and_then(Value::as_bool);
     let mut db = app.state.lock().await;
-    db.add_member(group_id, user_id)?;
+    db.add_member(group_id, user_id, manager)?;
     Ok(Json(Value::Array(db.group_members(group_id))))
+}
+
+/// `PUT /api/permissions/membership/:id {"is_group_manager": bool}`: the updated record.
+pub async fn update_member(
+    State(app): State<App>,
+    _: Superuser,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let body = json_body(&body)?;
+    let manager = body
+        .get("is_group_manager")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| ApiError::schema("is_group_manager", "value must be a boolean."))?;
+    let mut db = app.state.lock().await;
+    db.set_group_manager(id, manager)?;
+    let m = db.memberships.get(&id).ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({
+        "id": m.id,
+        "group_id": m.group_id,
+        "user_id": m.user_id,
+        "is_group_manager": m.is_group_manager,
+    })))
 }
 
 pub async fn remove_member(

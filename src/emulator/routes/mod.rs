@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
@@ -57,7 +57,7 @@ pub fn router(app: App) -> Router {
         )
         .route(
             "/api/permissions/membership/{id}",
-            delete(groups::remove_member),
+            put(groups::update_member).delete(groups::remove_member),
         )
         .route("/api/permissions/membership/{id}/clear", put(groups::clear))
         .route(
@@ -79,7 +79,9 @@ pub fn router(app: App) -> Router {
         )
         .route(
             "/api/collection/{id}",
-            get(collections::get_one).put(collections::update),
+            get(collections::get_one)
+                .put(collections::update)
+                .delete(collections::remove),
         )
         .route("/api/collection/{id}/items", get(collections::items))
         .route("/api/table/{id}", get(tables::table))
@@ -102,6 +104,7 @@ pub fn router(app: App) -> Router {
             get(tenants::get_use_tenants).put(tenants::put_use_tenants),
         )
         .route("/api/mt/gtap", get(sandboxes::list).post(sandboxes::create))
+        .route("/api/mt/gtap/validate", post(sandboxes::validate))
         .route(
             "/api/mt/gtap/{id}",
             get(sandboxes::get_one).delete(sandboxes::remove),

@@ -1,10 +1,10 @@
-//! `/api/mt/gtap`: standalone sandbox CRUD (EE; 403 under `--oss`).
+//! `/api/mt/gtap`: standalone sandbox CRUD (EE; 402 without the `sandboxes` feature, test
+//! `validate-token-test`, correction 8).
 
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
@@ -13,9 +13,13 @@ use crate::emulator::App;
 use crate::emulator::auth::Caller;
 use crate::emulator::error::{ApiError, ApiResult, text};
 
-fn check(app: &App, caller: &Caller) -> ApiResult<()> {
-    if app.config.oss {
-        return Err(ApiError::plain(StatusCode::FORBIDDEN, text::GTAP_DISABLED));
+async fn check(app: &App, caller: &Caller) -> ApiResult<()> {
+    let edition = app.state.lock().await.edition.clone();
+    if !edition.sandboxes() {
+        return Err(ApiError::premium(
+            edition.json_premium_errors(),
+            text::SANDBOXES_PAID,
+        ));
     }
     caller.require_superuser()
 }
@@ -32,7 +36,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    check(&app, &caller)?;
+    check(&app, &caller).await?;
     let p = Params::parse(query.as_deref());
     let (group_id, table_id) = (p.int("group_id")?, p.int("table_id")?);
     let db = app.state.lock().await;
@@ -52,7 +56,7 @@ pub async fn get_one(
     Extension(caller): Extension<Caller>,
     IdPath(id): IdPath,
 ) -> ApiResult<Json<Value>> {
-    check(&app, &caller)?;
+    check(&app, &caller).await?;
     let db = app.state.lock().await;
     let s = db.sandboxes.get(&id).ok_or_else(ApiError::not_found)?;
     to_json(&s.to_model())
@@ -63,7 +67,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    check(&app, &caller)?;
+    check(&app, &caller).await?;
     let body = json_body(&body)?;
     let s = app.state.lock().await.create_sandbox(&body)?;
     to_json(&s.to_model())
@@ -74,8 +78,27 @@ pub async fn remove(
     Extension(caller): Extension<Caller>,
     IdPath(id): IdPath,
 ) -> ApiResult<Response> {
-    check(&app, &caller)?;
+    check(&app, &caller).await?;
     let mut db = app.state.lock().await;
     db.sandboxes.remove(&id).ok_or_else(ApiError::not_found)?;
+    Ok(no_content())
+}
+
+/// `POST /api/mt/gtap/validate`: 204 when the sandbox could be created, 400 when not.
+pub async fn validate(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check(&app, &caller).await?;
+    let body = json_body(&body)?;
+    app.state
+        .lock()
+        .await
+        .validate_sandbox(&body)
+        .map_err(|e| match e {
+            ApiError::Plain(_, m) => ApiError::bad_request(m),
+            ApiError::Json(_, v) => ApiError::Json(axum::http::StatusCode::BAD_REQUEST, v),
+        })?;
     Ok(no_content())
 }

@@ -18,10 +18,14 @@ pub async fn health() -> Json<Value> {
 
 pub async fn properties(State(app): State<App>) -> Json<Value> {
     let state = app.state.lock().await;
-    let ee = !app.config.oss;
+    let e = &state.edition;
     Json(json!({
         "version": {"tag": app.config.version, "hash": "e1ee7a5", "date": "2025-08-20"},
-        "token-features": {"sandboxes": ee, "advanced_permissions": ee, "tenants": ee},
+        "token-features": {
+            "sandboxes": e.sandboxes(),
+            "advanced_permissions": e.advanced_permissions(),
+            "tenants": e.tenants(),
+        },
         // `:visibility :authenticated` (newest) or `:admin`: shown to callers like the workers.
         "use-tenants": state.tenancy.enabled,
         "setup-token": state.setup_token,

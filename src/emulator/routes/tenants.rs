@@ -17,7 +17,8 @@ use crate::emulator::state::tenants_paid;
 
 /// Whether this edition's token has `tenants` (the free edition has no token features).
 pub fn has_tenants(app: &App) -> bool {
-    !app.config.oss
+    // The `tenants` token feature: Pro/Enterprise from v0.58 (premium_features/settings.clj).
+    crate::emulator::state::Edition::for_version(&app.config.version, app.config.oss).tenants()
 }
 
 fn require_feature(app: &App) -> ApiResult<()> {

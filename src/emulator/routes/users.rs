@@ -13,7 +13,8 @@ use crate::emulator::App;
 use crate::emulator::auth::{Caller, Superuser};
 use crate::emulator::error::{ApiError, ApiResult};
 use crate::emulator::state::{
-    NewUserInput, State as Db, StatusFilter, UserListQuery, UserPatch, UserRec,
+    Edition, MembershipItem, NewUserInput, State as Db, StatusFilter, UserListQuery, UserPatch,
+    UserRec,
 };
 use crate::metabase::models::{Extra, MembershipRef, User};
 
@@ -28,8 +29,21 @@ pub enum Shape {
     Plain,
 }
 
-/// `groups`: the user's group ids, sorted.
-pub fn user_model(u: &UserRec, groups: Vec<i64>, shape: Shape) -> User {
+/// A tenant user's `tenant_id` (Tenants exist from v0.58, so the key is there too); other
+/// users carry `tenant_id: null` only where the release has the column (v0.57+).
+fn with_tenant(model: &mut User, tenant: Option<i64>, edition: &Edition) {
+    if tenant.is_some() || edition.v057_fields() {
+        model.extra.insert("tenant_id".into(), json!(tenant));
+    }
+}
+
+/// `groups`: the user's memberships as (group id, `is_group_manager`), sorted by group.
+pub fn user_model(
+    u: &UserRec,
+    groups: Vec<(i64, Option<bool>)>,
+    shape: Shape,
+    edition: &Edition,
+) -> User {
     let mut extra = Extra::new();
     for (k, v) in [
         ("date_joined", json!(u.date_joined)),
@@ -39,9 +53,16 @@ pub fn user_model(u: &UserRec, groups: Vec<i64>, shape: Shape) -> User {
         ("sso_source", json!(null)),
         ("jwt_attributes", json!(null)),
         ("locale", json!(u.locale)),
-        ("tenant_id", json!(null)),
     ] {
         extra.insert(k.into(), v);
+    }
+    // New columns from v0.57 on (correction 11): `default-user-columns` gains them.
+    if edition.v057_fields() {
+        extra.insert("is_data_analyst".into(), json!(false));
+        extra.insert("tenant_id".into(), json!(null));
+        if shape == Shape::Single {
+            extra.insert("structured_attributes".into(), json!({}));
+        }
     }
     User {
         id: u.id,
@@ -56,9 +77,21 @@ pub fn user_model(u: &UserRec, groups: Vec<i64>, shape: Shape) -> User {
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect()
         }),
-        user_group_memberships: (shape == Shape::Single)
-            .then(|| groups.iter().map(|g| MembershipRef::group(*g)).collect()),
-        group_ids: (shape == Shape::ListItem).then_some(groups),
+        // Items carry `is_group_manager` only with advanced permissions (metabase-api.md §1).
+        user_group_memberships: (shape == Shape::Single).then(|| {
+            groups
+                .iter()
+                .map(|(g, manager)| MembershipRef {
+                    id: *g,
+                    is_group_manager: if edition.advanced_permissions() {
+                        Some(manager.unwrap_or(false))
+                    } else {
+                        None
+                    },
+                })
+                .collect()
+        }),
+        group_ids: (shape == Shape::ListItem).then(|| groups.iter().map(|(g, _)| *g).collect()),
         personal_collection_id: (shape == Shape::ListItem)
             .then_some(u.personal_collection_id)
             .flatten(),
@@ -68,10 +101,8 @@ pub fn user_model(u: &UserRec, groups: Vec<i64>, shape: Shape) -> User {
 
 fn render(db: &Db, id: i64, shape: Shape) -> ApiResult<Json<Value>> {
     let u = db.users.get(&id).ok_or_else(ApiError::not_found)?;
-    let mut model = user_model(u, db.group_ids_of(id), shape);
-    model
-        .extra
-        .insert("tenant_id".into(), json!(db.tenant_of(id)));
+    let mut model = user_model(u, db.membership_pairs(id), shape, &db.edition);
+    with_tenant(&mut model, db.tenant_of(id), &db.edition);
     serde_json::to_value(model)
         .map(Json)
         .map_err(|e| ApiError::bad_request(e.to_string()))
@@ -107,24 +138,36 @@ fn attributes(v: Option<&Value>) -> ApiResult<Option<BTreeMap<String, String>>> 
     }
 }
 
-/// `user_group_memberships`: `[{id, is_group_manager?}]` -> group ids.
-fn memberships(v: Option<&Value>) -> ApiResult<Option<Vec<i64>>> {
+/// `user_group_memberships`: `[{id, is_group_manager?}]`.
+fn memberships(v: Option<&Value>) -> ApiResult<Option<Vec<MembershipItem>>> {
+    let bad = || {
+        ApiError::schema(
+            "user_group_memberships",
+            "value must be an array of maps with an integer id.",
+        )
+    };
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items
             .iter()
             .map(|i| {
-                i.get("id")
+                let group_id = i
+                    .get("id")
                     .and_then(Value::as_i64)
                     .filter(|id| *id > 0)
-                    .ok_or_else(|| {
-                        ApiError::schema(
-                            "user_group_memberships",
-                            "value must be an array of maps with an integer id.",
-                        )
-                    })
+                    .ok_or_else(bad)?;
+                let is_group_manager = match i.get("is_group_manager") {
+                    None => None,
+                    Some(Value::Null) => Some(None),
+                    Some(Value::Bool(b)) => Some(Some(*b)),
+                    Some(_) => return Err(bad()),
+                };
+                Ok(MembershipItem {
+                    group_id,
+                    is_group_manager,
+                })
             })
-            .collect::<ApiResult<Vec<i64>>>()
+            .collect::<ApiResult<Vec<MembershipItem>>>()
             .map(Some),
         Some(_) => Err(ApiError::schema(
             "user_group_memberships",
@@ -153,6 +196,11 @@ pub async fn list(
     };
     let limit = p.int("limit")?;
     let offset = p.int("offset")?;
+    if p.get("tenancy").is_some() && p.get("tenant_id").is_some() {
+        return Err(ApiError::bad_request(
+            "You cannot specify both `tenancy` and `tenant_id`",
+        ));
+    }
     let tenancy = crate::emulator::state::TenancyFilter::parse(p.get("tenancy"))?;
     let tenant_id = p.int("tenant_id")?;
     // The tenancy filters apply before paging, so the page is taken here.
@@ -183,11 +231,12 @@ pub async fn list(
     let data: Vec<User> = users
         .into_iter()
         .map(|u| {
-            let groups = index.get(&u.id).cloned().unwrap_or_default();
-            let mut model = user_model(u, groups, Shape::ListItem);
-            model
-                .extra
-                .insert("tenant_id".into(), json!(db.tenant_of(u.id)));
+            let groups = index
+                .get(&u.id)
+                .map(|g| g.iter().map(|g| (*g, None)).collect())
+                .unwrap_or_default();
+            let mut model = user_model(u, groups, Shape::ListItem, &db.edition);
+            with_tenant(&mut model, db.tenant_of(u.id), &db.edition);
             model
         })
         .collect();
@@ -261,7 +310,7 @@ pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiRes
         email,
         first_name: opt_string(&body, "first_name")?,
         last_name: opt_string(&body, "last_name")?,
-        group_ids: memberships(body.get("user_group_memberships"))?,
+        memberships: memberships(body.get("user_group_memberships"))?,
         login_attributes: attributes(body.get("login_attributes"))?,
     };
     let tenant_id = match present(&body, "tenant_id") {
@@ -276,6 +325,10 @@ pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiRes
         Some(_) => return Err(crate::emulator::state::tenants_paid()),
         None => db.create_user(input)?,
     };
+    // `source: "setup"` makes the first admin (test `create-user-setup-source-test`).
+    if body.get("source").and_then(Value::as_str) == Some("setup") {
+        db.make_superuser(id);
+    }
     render(&db, id, Shape::Single)
 }
 
@@ -307,7 +360,7 @@ pub async fn update(
             None => None,
             Some(v) => Some(attributes(Some(v))?),
         },
-        group_ids: memberships(body.get("user_group_memberships"))?,
+        memberships: memberships(body.get("user_group_memberships"))?,
     };
     let mut db = app.state.lock().await;
     db.update_user(id, patch)?;

@@ -30,9 +30,20 @@ impl State {
             .collect()
     }
 
-    /// `GET /api/collection/graph`: only `read`/`write` cells; groups without any are absent.
+    /// `GET /api/collection/graph`: from 0.56.13 only `read`/`write` cells, groups without any
+    /// absent (PR metabase#65098); before, every group x every eligible collection with an
+    /// explicit `"none"`.
     pub fn render_collection_graph(&self) -> CollectionGraph {
         let mut groups = CollectionGroups::new();
+        let full = !self.edition.sparse_collection_graph();
+        let eligible: Vec<CollectionKey> = if full {
+            std::iter::once(CollectionKey::Root)
+                .chain(self.collections.keys().map(|id| CollectionKey::Id(*id)))
+                .filter(|k| self.graph_eligible(*k))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for id in self.groups.keys() {
             let cells: BTreeMap<CollectionKey, CollectionAccess> = if *id == ADMIN_GROUP {
                 self.admin_cells()
@@ -47,6 +58,17 @@ impl State {
                             .collect()
                     })
                     .unwrap_or_default()
+            };
+            let cells = if full {
+                eligible
+                    .iter()
+                    .map(|k| {
+                        let v = cells.get(k).cloned().unwrap_or(CollectionAccess::None);
+                        (*k, v)
+                    })
+                    .collect()
+            } else {
+                cells
             };
             if !cells.is_empty() {
                 groups.insert(Id(*id), cells);
@@ -93,22 +115,29 @@ impl State {
             return Err(ApiError::stale_revision());
         }
         let mut changes = Vec::new();
+        let mut phantom_change = false;
         for (Id(group), cells) in &groups {
-            if !self.groups.contains_key(group) {
-                return Err(ApiError::not_found());
-            }
             for (key, access) in cells {
-                if let CollectionKey::Id(id) = key {
-                    if !self.collections.contains_key(id) {
-                        return Err(ApiError::not_found());
-                    }
-                    if self.is_personal_tree(*id) {
+                let unknown_collection =
+                    matches!(key, CollectionKey::Id(id) if !self.collections.contains_key(id));
+                // Unknown ids are not validated (correction 10): `none` is written as a
+                // (phantom) change and bumps the revision; a grant hits the foreign key, 500.
+                if !self.groups.contains_key(group) || unknown_collection {
+                    if *access == CollectionAccess::None {
+                        phantom_change = true;
                         continue;
                     }
+                    return Err(ApiError::server("Collection does not exist."));
+                }
+                if let CollectionKey::Id(id) = key
+                    && self.is_personal_tree(*id)
+                {
+                    continue;
                 }
                 // Metabase diffs against the sparse old graph, in which a pair without a
                 // permission is absent, so an explicit "none" there is a change too.
-                let none_on_missing = *access == CollectionAccess::None
+                let none_on_missing = self.edition.sparse_collection_graph()
+                    && *access == CollectionAccess::None
                     && *group != ADMIN_GROUP
                     && !self
                         .collection_perms
@@ -123,6 +152,9 @@ impl State {
             }
         }
         if changes.is_empty() {
+            if phantom_change {
+                self.collection_revision += 1;
+            }
             return Ok(self.collection_revision);
         }
         for (group, key, access) in changes {

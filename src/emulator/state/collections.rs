@@ -131,6 +131,7 @@ impl State {
         }
         let id =
             self.insert_collection_record(&input.name, input.description, input.parent_id, None);
+        // Personal (and tenant and trash) parents are neither copied nor bumped (correction 4).
         if input.parent_id.is_some_and(|p| self.is_personal_tree(p)) {
             return Ok(id);
         }
@@ -201,6 +202,62 @@ impl State {
         Ok(())
     }
 
+    /// `DELETE /api/collection/:id`: only a trashed collection (test
+    /// `collection-deletion-prohibitions`); descendants trashed on their own are moved up to
+    /// its place, the others go with it (test `collections-can-be-deleted`).
+    pub fn delete_collection(&mut self, id: i64) -> ApiResult<()> {
+        let Some(c) = self.collections.get(&id) else {
+            return Err(ApiError::not_found());
+        };
+        if !c.archived {
+            return Err(ApiError::bad_request(
+                "Collection must be trashed before deletion.",
+            ));
+        }
+        if c.personal_owner_id.is_some() {
+            return Err(ApiError::forbidden());
+        }
+        let (inside, place) = (c.children_location(), c.location.clone());
+        let mut doomed = vec![id];
+        let mut moved: Vec<(i64, String)> = Vec::new();
+        let mut kept_roots: Vec<String> = Vec::new();
+        let mut rows: Vec<&CollectionRec> = self
+            .collections
+            .values()
+            .filter(|d| d.location.starts_with(&inside))
+            .collect();
+        rows.sort_by_key(|d| d.location.len());
+        for d in rows {
+            let under_kept = kept_roots.iter().any(|k| d.location.starts_with(k));
+            if under_kept {
+                continue;
+            }
+            if d.archived {
+                moved.push((d.id, d.children_location()));
+                kept_roots.push(d.children_location());
+            } else {
+                doomed.push(d.id);
+            }
+        }
+        for (mid, old_inside) in moved {
+            let new_inside = format!("{place}{mid}/");
+            for x in self.collections.values_mut() {
+                if x.id == mid {
+                    x.location = place.clone();
+                } else if let Some(rest) = x.location.strip_prefix(&old_inside) {
+                    x.location = format!("{new_inside}{rest}");
+                }
+            }
+        }
+        for d in doomed {
+            self.collections.remove(&d);
+            for cells in self.collection_perms.values_mut() {
+                cells.remove(&CollectionKey::Id(d));
+            }
+        }
+        Ok(())
+    }
+
     pub fn collection_model(&self, c: &CollectionRec) -> Collection {
         let mut extra = Extra::new();
         extra.insert("parent_id".into(), json!(c.parent_id()));
@@ -210,6 +267,15 @@ impl State {
         extra.insert("authority_level".into(), json!(null));
         extra.insert("type".into(), json!(null));
         extra.insert("created_at".into(), json!(c.created_at));
+        if self.edition.v057_fields() {
+            // New columns from v0.57 on (correction 11).
+            extra.insert("is_remote_synced".into(), json!(false));
+            extra.insert(
+                "archived_directly".into(),
+                json!(c.archived.then_some(true)),
+            );
+            extra.insert("effective_location".into(), json!(c.location));
+        }
         Collection {
             id: CollectionKey::Id(c.id),
             name: c.name.clone(),

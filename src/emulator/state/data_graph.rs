@@ -94,6 +94,49 @@ impl DataPerms {
         }
     }
 
+    /// A new group's permissions on one database (`new-group-permissions`, correction 3,
+    /// test `set-default-permission-values!-test`): view-data `unrestricted` (`blocked` when
+    /// `blocked` says so: Pro/EE where All Users is blocked or sandboxed there);
+    /// create-queries and download = All Users' most restrictive value in the database;
+    /// data-model, details and transforms `no`.
+    pub fn grant_new_group(&mut self, group: i64, template: i64, db: &DatabaseRec, blocked: bool) {
+        let cells: Vec<TablePerms> = db
+            .tables
+            .iter()
+            .map(|t| self.table(template, t.id))
+            .collect();
+        let create_queries = cells
+            .iter()
+            .map(|c| c.create_queries.clone())
+            .max_by_key(|v| rank(CreateQueries::KNOWN, v))
+            .unwrap_or(CreateQueries::No);
+        let download = cells
+            .iter()
+            .map(|c| c.download.clone())
+            .max_by_key(|v| rank(Download::KNOWN, v))
+            .unwrap_or(Download::None);
+        let tables = self.tables.entry(group).or_default();
+        for t in &db.tables {
+            tables.insert(
+                t.id,
+                TablePerms {
+                    view_data: if blocked {
+                        ViewData::Blocked
+                    } else {
+                        ViewData::Unrestricted
+                    },
+                    create_queries: if blocked {
+                        CreateQueries::No
+                    } else {
+                        create_queries.clone()
+                    },
+                    download: download.clone(),
+                    data_model: DataModel::None,
+                },
+            );
+        }
+    }
+
     pub fn copy_group(&mut self, from: i64, to: i64) {
         if let Some(t) = self.tables.get(&from).cloned() {
             self.tables.insert(to, t);
@@ -107,6 +150,11 @@ impl DataPerms {
         self.tables.remove(&group);
         self.dbs.remove(&group);
     }
+}
+
+/// The position of `v` in `known` (most permissive first): higher is more restrictive.
+fn rank<T: PartialEq>(known: &[T], v: &T) -> usize {
+    known.iter().position(|k| k == v).unwrap_or(known.len())
 }
 
 /// What Metabase shows for Administrators on every database.

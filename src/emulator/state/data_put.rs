@@ -1,7 +1,7 @@
 //! `PUT /api/permissions/graph`: validates a partial graph into per-table patches, then applies
 //! only what the body names (metabase-api.md §5, §6).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -36,6 +36,12 @@ struct Patch {
 struct Plan {
     tables: BTreeMap<(i64, i64), Patch>,
     flags: BTreeMap<(i64, i64), (Option<YesNo>, Option<YesNo>)>,
+    /// (group, table) whose sandbox the new view-data deletes: every table a database- or
+    /// schema-level value covers, and a table given a value other than `sandboxed`
+    /// (correction 7; test `revoke-perms-delete-gtaps-test`).
+    sandbox_drops: BTreeSet<(i64, i64)>,
+    /// A database-level `blocked`, the only `blocked` that needs advanced permissions.
+    db_blocked: bool,
 }
 
 /// Calls `set` for every table a granular value covers.
@@ -111,16 +117,16 @@ fn plan_db(plan: &mut Plan, group: i64, db: &DatabaseRec, perms: &DbPerms) -> Re
             db.id
         ));
     }
-    if let Some(key) = perms.extra.keys().next() {
-        return Err(format!(
-            "group {group} database {}: unknown key {key:?}",
-            db.id
-        ));
-    }
+    // Undeclared per-database keys are dropped, not echoed (tests
+    // `update-perms-graph-drops-undeclared-keys-test`, `update-perms-graph-drops-unknown-db-perms-test`).
     let mut touched: BTreeMap<i64, Patch> = BTreeMap::new();
     if let Some(v) = &perms.view_data {
+        plan.db_blocked |= matches!(v, Granular::All(ViewData::Blocked));
         expand(v, db, |t, v, level| {
             check_view_data(&v, level)?;
+            if level != Level::Table || v != ViewData::Sandboxed {
+                plan.sandbox_drops.insert((group, t));
+            }
             touched.entry(t).or_default().view_data = Some(v);
             Ok(())
         })?;
@@ -207,6 +213,9 @@ impl State {
     /// `PUT /api/permissions/graph`: validate, check the revision, then change only what the
     /// body names. Every success bumps the revision, even when nothing changed.
     pub fn put_data_graph(&mut self, body: &Value, force: bool) -> ApiResult<DataPutOutcome> {
+        if !body.is_object() {
+            return Err(ApiError::invalid_graph("the body must be a map"));
+        }
         let groups: DataGroups = match body.get("groups") {
             None | Some(Value::Null) => DataGroups::new(),
             Some(g) => serde_json::from_value(g.clone()).map_err(ApiError::invalid_graph)?,
@@ -234,12 +243,11 @@ impl State {
         if !force && revision != Some(self.data_revision) {
             return Err(ApiError::stale_revision());
         }
-        if self.edition.oss {
-            if plan
-                .tables
-                .values()
-                .any(|p| p.view_data == Some(ViewData::Blocked))
-            {
+        let json_402 = self.edition.json_premium_errors();
+        if !self.edition.advanced_permissions() {
+            // Only a database-level `blocked` needs the token; schema and table level are
+            // accepted by the free edition (correction 8).
+            if plan.db_blocked {
                 return Err(ApiError::plain(
                     StatusCode::PAYMENT_REQUIRED,
                     text::BLOCKED_NEEDS_TOKEN,
@@ -254,22 +262,24 @@ impl State {
                 .values()
                 .any(|p| p.view_data == Some(ViewData::Impersonated));
             if impersonations || impersonated {
-                return Err(ApiError::plain(
-                    StatusCode::PAYMENT_REQUIRED,
-                    text::IMPERSONATION_PAID,
-                ));
+                return Err(ApiError::premium(json_402, text::IMPERSONATION_PAID));
             }
-            if !sandbox_items.is_empty() {
-                return Err(ApiError::plain(
-                    StatusCode::PAYMENT_REQUIRED,
-                    text::SANDBOXES_PAID,
-                ));
-            }
+        }
+        if !self.edition.sandboxes() && !sandbox_items.is_empty() {
+            return Err(ApiError::premium(json_402, text::SANDBOXES_PAID));
         }
         if changes_admin(&plan) {
             return Err(ApiError::bad_request(text::ADMIN_PERMISSIONS));
         }
-        let sandbox_plan = self.plan_sandbox_upserts(&sandbox_items)?;
+        let sandbox_plan = self.plan_sandbox_upserts(&sandbox_items, &plan.sandbox_drops)?;
+        if self.edition.sandboxes() {
+            let drops = &plan.sandbox_drops;
+            self.sandboxes
+                .retain(|_, s| !drops.contains(&(s.group_id, s.table_id)));
+        }
+        // Newest OSS: granting queries on a blocked row lifts view-data to unrestricted (test
+        // `oss-edit-create-queries-on-blocked-row-test`).
+        let lift_blocked = !self.edition.advanced_permissions() && self.edition.v057_fields();
         for ((group, table), p) in plan.tables {
             if group == ADMIN_GROUP {
                 continue;
@@ -290,10 +300,17 @@ impl State {
                 };
             }
             if let Some(v) = p.create_queries {
+                if lift_blocked && v != CreateQueries::No && cell.view_data == ViewData::Blocked {
+                    cell.view_data = ViewData::Unrestricted;
+                }
                 cell.create_queries = v;
             }
             if let Some(v) = p.download {
                 cell.download = v;
+            }
+            // Blocked tables cannot download (test `update-perms-graph-blocked-view-data-test`).
+            if cell.view_data == ViewData::Blocked {
+                cell.download = Download::None;
             }
             if let Some(v) = p.data_model {
                 cell.data_model = v;

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{ADMIN_GROUP, ALL_USERS_GROUP, Sequences, State};
 use crate::emulator::error::{ApiError, ApiResult, text};
+use crate::metabase::models::ViewData;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupRec {
@@ -53,7 +54,8 @@ impl State {
         Ok(())
     }
 
-    /// `POST /api/permissions/group`: the new group gets All Users' current data permissions.
+    /// `POST /api/permissions/group`: the new group gets data permissions derived from All
+    /// Users' (correction 3); the data revision does not move (correction 5).
     pub fn create_group(&mut self, name: &str) -> ApiResult<i64> {
         if name.trim().is_empty() {
             return Err(ApiError::schema(
@@ -72,7 +74,28 @@ impl State {
                 entity_id: entity_id(),
             },
         );
-        self.data.copy_group(ALL_USERS_GROUP, id);
+        let blocked_dbs: Vec<i64> = if self.edition.advanced_permissions() {
+            self.catalog
+                .databases
+                .iter()
+                .filter(|db| {
+                    db.tables.iter().any(|t| {
+                        self.data.table(ALL_USERS_GROUP, t.id).view_data == ViewData::Blocked
+                            || self
+                                .sandboxes
+                                .values()
+                                .any(|s| s.group_id == ALL_USERS_GROUP && s.table_id == t.id)
+                    })
+                })
+                .map(|db| db.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for db in self.catalog.databases.clone() {
+            let blocked = blocked_dbs.contains(&db.id);
+            self.data.grant_new_group(id, ALL_USERS_GROUP, &db, blocked);
+        }
         Ok(id)
     }
 
@@ -116,10 +139,10 @@ impl State {
             .filter(|m| m.group_id == group_id)
             .filter_map(|m| {
                 let u = self.users.get(&m.user_id).filter(|u| u.is_active)?;
-                Some((u, m.id))
+                Some((u, m.id, m.is_group_manager))
             })
             .collect();
-        rows.sort_by_key(|(u, _)| {
+        rows.sort_by_key(|(u, _, _)| {
             (
                 u.first_name.as_deref().unwrap_or("").to_lowercase(),
                 u.last_name.as_deref().unwrap_or("").to_lowercase(),
@@ -127,7 +150,7 @@ impl State {
             )
         });
         rows.into_iter()
-            .map(|(u, membership_id)| {
+            .map(|(u, membership_id, manager)| {
                 json!({
                     "user_id": u.id,
                     "id": u.id,
@@ -137,7 +160,7 @@ impl State {
                     "last_name": u.last_name,
                     "common_name": u.common_name(),
                     "is_superuser": u.is_superuser,
-                    "is_group_manager": false,
+                    "is_group_manager": manager,
                 })
             })
             .collect()
@@ -154,10 +177,16 @@ impl State {
         counts
     }
 
-    /// `POST /api/permissions/membership`.
-    pub fn add_member(&mut self, group_id: i64, user_id: i64) -> ApiResult<i64> {
+    /// `POST /api/permissions/membership`. Unknown ids and duplicates fail in the insert
+    /// itself, as 500s (correction 6).
+    pub fn add_member(
+        &mut self,
+        group_id: i64,
+        user_id: i64,
+        is_group_manager: Option<bool>,
+    ) -> ApiResult<i64> {
         if !self.groups.contains_key(&group_id) || !self.users.contains_key(&user_id) {
-            return Err(ApiError::not_found());
+            return Err(ApiError::server(text::MEMBERSHIP_INSERT_FAILED));
         }
         if group_id == ALL_USERS_GROUP {
             return Err(ApiError::bad_request(text::ALL_USERS_MEMBERSHIP));
@@ -170,7 +199,29 @@ impl State {
                 json!({"message": "ERROR: duplicate key value violates unique constraint \"unique_permissions_group_membership_user_id_group_id\""}),
             ));
         }
-        Ok(self.add_membership_unchecked(user_id, group_id))
+        let manager = if self.edition.advanced_permissions() {
+            is_group_manager.or(Some(false))
+        } else {
+            Some(false)
+        };
+        Ok(self.insert_membership(user_id, group_id, manager))
+    }
+
+    /// `PUT /api/permissions/membership/:id`: EE group managers only (test
+    /// `update-group-membership-test`).
+    pub fn set_group_manager(&mut self, membership_id: i64, manager: bool) -> ApiResult<()> {
+        if !self.edition.advanced_permissions() {
+            return Err(ApiError::plain(
+                StatusCode::PAYMENT_REQUIRED,
+                text::GROUP_MANAGER_NEEDS_TOKEN,
+            ));
+        }
+        let m = self
+            .memberships
+            .get_mut(&membership_id)
+            .ok_or_else(ApiError::not_found)?;
+        m.is_group_manager = Some(manager);
+        Ok(())
     }
 
     /// `DELETE /api/permissions/membership/:id`.

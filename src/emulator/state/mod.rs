@@ -25,7 +25,9 @@ mod collection_graph;
 mod collections;
 mod data_graph;
 mod data_put;
+mod edition;
 mod groups;
+mod memberships;
 mod sandboxes;
 mod seed;
 mod tenants;
@@ -37,7 +39,9 @@ pub use catalog::{Catalog, DatabaseRec, FieldRec, TableRec};
 pub use collections::{CollectionPatch, CollectionRec, NewCollectionInput};
 pub use data_graph::{DataPerms, DbFlags, TablePerms, admin_db_perms};
 pub use data_put::DataPutOutcome;
+pub use edition::{Edition, EditionName, NEWEST_RELEASE};
 pub use groups::GroupRec;
+pub use memberships::{GroupPlan, MembershipItem, diff_plan, replace_plan};
 pub use sandboxes::SandboxRec;
 pub use seed::SeededTenant;
 pub use tenants::{
@@ -59,6 +63,9 @@ pub struct MembershipRec {
     pub id: i64,
     pub user_id: i64,
     pub group_id: i64,
+    /// EE group managers; `None` is the NULL an EE membership item without the key inserts
+    /// (correction 1).
+    pub is_group_manager: Option<bool>,
 }
 
 /// An API key made with `POST /api/api-key`. The key itself is kept only to authenticate.
@@ -71,38 +78,6 @@ pub struct ApiKeyRec {
     pub key: String,
     pub masked_key: String,
     pub created_at: String,
-}
-
-/// Options that change what the instance allows.
-#[derive(Clone, Debug)]
-pub struct Edition {
-    /// Token features off: `blocked` and sandboxes are refused.
-    pub oss: bool,
-    /// Whether creating a collection bumps the collection-graph revision (metabase#59727,
-    /// merged June 2025; mbprov assumes v0.56). Older releases copied the parent's cells
-    /// silently.
-    pub creation_bumps_collection_revision: bool,
-}
-
-impl Default for Edition {
-    fn default() -> Self {
-        Edition {
-            oss: false,
-            creation_bumps_collection_revision: true,
-        }
-    }
-}
-
-impl Edition {
-    /// What a release tag implies; an unparsable tag (`vLOCAL_DEV`) is the newest behaviour.
-    pub fn for_version(tag: &str, oss: bool) -> Edition {
-        let creation_bumps_collection_revision = crate::metabase::models::Version::parse(tag)
-            .is_none_or(|v| v >= crate::metabase::models::Version::COLLECTION_CREATION_BUMPS);
-        Edition {
-            oss,
-            creation_bumps_collection_revision,
-        }
-    }
 }
 
 /// Monotonic id counters, one per table, like the app database's sequences.
@@ -233,6 +208,19 @@ impl State {
             .map(|m| m.group_id)
             .collect();
         set.into_iter().collect()
+    }
+
+    /// A user's memberships as (group id, `is_group_manager`), sorted by group.
+    pub fn membership_pairs(&self, user_id: i64) -> Vec<(i64, Option<bool>)> {
+        let mut rows: Vec<(i64, Option<bool>)> = self
+            .memberships
+            .values()
+            .filter(|m| m.user_id == user_id)
+            .map(|m| (m.group_id, m.is_group_manager))
+            .collect();
+        rows.sort_by_key(|(g, _)| *g);
+        rows.dedup_by_key(|(g, _)| *g);
+        rows
     }
 
     /// User id -> sorted group ids, built once for list endpoints (one scan, not one per user).

@@ -105,7 +105,12 @@ impl State {
     }
 
     /// Validates a `sandboxes` array without changing anything.
-    pub(super) fn plan_sandbox_upserts(&self, items: &[Value]) -> ApiResult<Vec<Upsert>> {
+    /// `dropping`: (group, table) pairs whose sandbox the same PUT deletes first.
+    pub(super) fn plan_sandbox_upserts(
+        &self,
+        items: &[Value],
+        dropping: &std::collections::BTreeSet<(i64, i64)>,
+    ) -> ApiResult<Vec<Upsert>> {
         let mut inserted: Vec<(i64, i64)> = Vec::new();
         let mut plan = Vec::new();
         for item in items {
@@ -115,10 +120,11 @@ impl State {
             } = &upsert
             {
                 let key = (*group_id, *table_id);
-                let exists = self
-                    .sandboxes
-                    .values()
-                    .any(|s| (s.group_id, s.table_id) == key);
+                let exists = !dropping.contains(&key)
+                    && self
+                        .sandboxes
+                        .values()
+                        .any(|s| (s.group_id, s.table_id) == key);
                 if exists || inserted.contains(&key) {
                     return Err(duplicate());
                 }
@@ -205,10 +211,20 @@ impl State {
         if let Some(o) = item.as_object_mut() {
             o.remove("id");
         }
-        let plan = self.plan_sandbox_upserts(&[item])?;
+        let plan = self.plan_sandbox_upserts(&[item], &Default::default())?;
         self.apply_sandbox_upserts(plan)
             .pop()
             .ok_or_else(ApiError::not_found)
+    }
+
+    /// `POST /api/mt/gtap/validate`: the checks of a create, without writing (test
+    /// `validate-sandbox-test`).
+    pub fn validate_sandbox(&self, body: &Value) -> ApiResult<()> {
+        let mut item = body.clone();
+        if let Some(o) = item.as_object_mut() {
+            o.remove("id");
+        }
+        self.parse_upsert(&item).map(|_| ())
     }
 
     /// `GET /api/mt/gtap` with optional filters.

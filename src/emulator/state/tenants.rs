@@ -358,9 +358,11 @@ impl State {
             .tenancy
             .all_tenant_users
             .ok_or_else(ApiError::not_found)?;
-        let extra: Vec<i64> = match &input.group_ids {
+        let extra: Vec<i64> = match &input.memberships {
             None => Vec::new(),
-            Some(ids) => {
+            Some(items) => {
+                // Tenant users are never group managers (correction 12): only the ids count.
+                let ids: Vec<i64> = items.iter().map(|m| m.group_id).collect();
                 if !ids.contains(&all_tenant) {
                     return Err(ApiError::bad_request(ALL_TENANT_USERS_MEMBERSHIP));
                 }
@@ -387,7 +389,7 @@ impl State {
         };
         // Email and the rest are checked by the ordinary path; the memberships are ours.
         let id = self.create_user(NewUserInput {
-            group_ids: None,
+            memberships: None,
             ..input
         })?;
         if let Some(m) = self.membership_of(id, ALL_USERS_GROUP).map(|m| m.id) {

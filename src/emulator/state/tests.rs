@@ -240,13 +240,22 @@ fn sandboxes_render_as_table_level_sandboxed_and_drop_native() {
 }
 
 #[test]
-fn new_groups_copy_all_users_data_permissions_without_a_revision() {
+fn new_groups_derive_all_users_data_permissions_without_a_revision() {
+    // Correction 3: uniform All Users values come out the same as a copy would; view-data is
+    // unrestricted and the most restrictive create-queries/download win where tables differ.
     let mut s = ee();
     put(&mut s, json!({"1": {"2": {"create-queries": "no"}}})).unwrap();
     let rev = s.data_revision;
     let g = new_group(&mut s, "Copy");
     assert_eq!(rendered(&s, g), rendered(&s, 1));
     assert_eq!(s.data_revision, rev);
+    put(
+        &mut s,
+        json!({"1": {"1": {"create-queries": {"PUBLIC": {"10": "query-builder"}}}}}),
+    )
+    .unwrap();
+    let h = new_group(&mut s, "Derived");
+    assert_eq!(rendered(&s, h)["1"]["create-queries"], "query-builder");
 }
 
 fn coll_cell(s: &State, group: i64, key: &str) -> Value {
@@ -340,7 +349,7 @@ fn user_membership_rules() {
     let g = new_group(&mut s, "G");
     let input = |groups: Option<Vec<i64>>| NewUserInput {
         email: "New@Example.com".into(),
-        group_ids: groups,
+        memberships: groups.map(|g| g.into_iter().map(MembershipItem::plain).collect()),
         ..Default::default()
     };
     assert_eq!(
@@ -429,9 +438,9 @@ fn group_rules() {
             "You cannot edit or delete the 'Administrators' permissions group!"
         )
     );
-    let m = s.add_member(g, 1).unwrap();
-    assert_eq!(s.add_member(g, 1).unwrap_err().status().as_u16(), 500);
-    assert_eq!(s.add_member(1, 1).unwrap_err().status().as_u16(), 400);
+    let m = s.add_member(g, 1, None).unwrap();
+    assert_eq!(s.add_member(g, 1, None).unwrap_err().status().as_u16(), 500);
+    assert_eq!(s.add_member(1, 1, None).unwrap_err().status().as_u16(), 400);
     s.delete_group(g).unwrap();
     assert!(!s.memberships.contains_key(&m));
     assert!(s.delete_group(999).is_ok());
@@ -455,4 +464,62 @@ fn seeding_builds_tenants_directly() {
         "query-builder"
     );
     assert_eq!(s.seed_tenants(1)[0].index, 4);
+}
+
+#[test]
+fn membership_semantics_by_edition() {
+    // (current rows, wanted items, replace plan, diff plan); items as (group, is_group_manager).
+    let item = |g: i64, m: Option<Option<bool>>| MembershipItem {
+        group_id: g,
+        is_group_manager: m,
+    };
+    let all = vec![(1, Some(false))];
+    type Case = (
+        Vec<(i64, Option<bool>)>,
+        Vec<MembershipItem>,
+        GroupPlan,
+        GroupPlan,
+    );
+    let cases: Vec<Case> = vec![
+        // mbprov's request: no change to All Users on either edition.
+        (
+            all.clone(),
+            vec![item(1, Some(Some(false))), item(7, Some(Some(false)))],
+            GroupPlan {
+                remove: vec![],
+                add: vec![(7, Some(false))],
+            },
+            GroupPlan {
+                remove: vec![],
+                add: vec![(7, Some(false))],
+            },
+        ),
+        // The item without the key: free replaces nothing; EE removes and re-adds All Users.
+        (
+            all.clone(),
+            vec![item(1, None), item(7, None)],
+            GroupPlan {
+                remove: vec![],
+                add: vec![(7, Some(false))],
+            },
+            GroupPlan {
+                remove: vec![1],
+                add: vec![(1, None), (7, None)],
+            },
+        ),
+        // Making a member a manager: EE deletes and re-inserts the row.
+        (
+            vec![(1, Some(false)), (7, Some(false))],
+            vec![item(1, Some(Some(false))), item(7, Some(Some(true)))],
+            GroupPlan::default(),
+            GroupPlan {
+                remove: vec![7],
+                add: vec![(7, Some(true))],
+            },
+        ),
+    ];
+    for (current, wanted, replace, diff) in cases {
+        assert_eq!(replace_plan(&current, &wanted), replace, "{wanted:?}");
+        assert_eq!(diff_plan(&current, &wanted), diff, "{wanted:?}");
+    }
 }

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::json;
 
+use super::memberships::{GroupPlan, MembershipItem, diff_plan, replace_plan};
 use super::{ADMIN_GROUP, ALL_USERS_GROUP, MembershipRec, Sequences, State, now};
 use crate::emulator::error::{ApiError, ApiResult, text};
 
@@ -45,8 +46,8 @@ pub struct NewUserInput {
     pub email: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    /// Group ids; when given the user's groups become exactly this set.
-    pub group_ids: Option<Vec<i64>>,
+    /// `user_group_memberships`; when given, applied with the edition's semantics.
+    pub memberships: Option<Vec<MembershipItem>>,
     pub login_attributes: Option<BTreeMap<String, String>>,
 }
 
@@ -59,7 +60,7 @@ pub struct UserPatch {
     pub locale: Option<Option<String>>,
     pub is_superuser: Option<bool>,
     pub login_attributes: Option<Option<BTreeMap<String, String>>>,
-    pub group_ids: Option<Vec<i64>>,
+    pub memberships: Option<Vec<MembershipItem>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -144,8 +145,26 @@ impl State {
         id
     }
 
+    /// A user's membership rows as (group id, `is_group_manager`).
+    fn membership_rows(&self, user_id: i64) -> Vec<(i64, Option<bool>)> {
+        self.memberships
+            .values()
+            .filter(|m| m.user_id == user_id)
+            .map(|m| (m.group_id, m.is_group_manager))
+            .collect()
+    }
+
     /// Adds a membership row and keeps `is_superuser` in step with the admin group.
     pub(super) fn add_membership_unchecked(&mut self, user_id: i64, group_id: i64) -> i64 {
+        self.insert_membership(user_id, group_id, Some(false))
+    }
+
+    pub(super) fn insert_membership(
+        &mut self,
+        user_id: i64,
+        group_id: i64,
+        is_group_manager: Option<bool>,
+    ) -> i64 {
         let id = Sequences::take(&mut self.seq.membership);
         self.memberships.insert(
             id,
@@ -153,6 +172,7 @@ impl State {
                 id,
                 user_id,
                 group_id,
+                is_group_manager,
             },
         );
         if group_id == ADMIN_GROUP
@@ -172,42 +192,53 @@ impl State {
         }
     }
 
-    /// Checks a "groups become exactly this list" change; returns (add, remove) group ids.
-    fn plan_groups(&self, user_id: Option<i64>, wanted: &[i64]) -> ApiResult<(Vec<i64>, Vec<i64>)> {
-        let current: BTreeSet<i64> = match user_id {
-            Some(id) => self.group_ids_of(id).into_iter().collect(),
-            // A new user is in All Users before the list is applied.
-            None => BTreeSet::from([ALL_USERS_GROUP]),
+    /// Plans a `user_group_memberships` change with the edition's semantics (`replace` forces
+    /// the free edition's, as `is_superuser` alone does) and checks it.
+    fn plan_groups(
+        &self,
+        user_id: Option<i64>,
+        wanted: &[MembershipItem],
+        replace: bool,
+    ) -> ApiResult<GroupPlan> {
+        let current = match user_id {
+            Some(id) => self.membership_rows(id),
+            // A new user is in All Users (`is_group_manager` false) before the list is applied.
+            None => vec![(ALL_USERS_GROUP, Some(false))],
         };
-        let wanted: BTreeSet<i64> = wanted.iter().copied().collect();
-        let add: Vec<i64> = wanted.difference(&current).copied().collect();
-        let remove: Vec<i64> = current.difference(&wanted).copied().collect();
-        if add.contains(&ALL_USERS_GROUP) || remove.contains(&ALL_USERS_GROUP) {
+        let plan = if replace || !self.edition.advanced_permissions() {
+            replace_plan(&current, wanted)
+        } else {
+            diff_plan(&current, wanted)
+        };
+        let touches = |g: i64| plan.remove.contains(&g) || plan.add.iter().any(|(a, _)| *a == g);
+        if touches(ALL_USERS_GROUP) {
             return Err(ApiError::bad_request(text::ALL_USERS_MEMBERSHIP));
         }
-        if add.iter().any(|g| !self.groups.contains_key(g)) {
+        if plan.add.iter().any(|(g, _)| !self.groups.contains_key(g)) {
             return Err(ApiError::not_found());
         }
-        for g in &add {
+        for (g, _) in &plan.add {
             self.check_membership_tenancy(user_id, *g)?;
         }
-        if remove.contains(&ADMIN_GROUP)
+        let keeps_admin = plan.add.iter().any(|(g, _)| *g == ADMIN_GROUP);
+        if plan.remove.contains(&ADMIN_GROUP)
+            && !keeps_admin
             && user_id.is_some_and(|id| self.is_active_admin(id))
             && self.active_admin_count() <= 1
         {
             return Err(ApiError::bad_request(text::LAST_ADMIN));
         }
-        Ok((add, remove))
+        Ok(plan)
     }
 
-    fn apply_groups(&mut self, user_id: i64, add: &[i64], remove: &[i64]) {
-        for g in add {
-            self.add_membership_unchecked(user_id, *g);
-        }
-        for g in remove {
-            if let Some(m) = self.membership_of(user_id, *g).map(|m| m.id) {
+    fn apply_groups(&mut self, user_id: i64, plan: GroupPlan) {
+        for g in plan.remove {
+            if let Some(m) = self.membership_of(user_id, g).map(|m| m.id) {
                 self.remove_membership_unchecked(m);
             }
+        }
+        for (g, manager) in plan.add {
+            self.insert_membership(user_id, g, manager);
         }
     }
 
@@ -220,8 +251,8 @@ impl State {
         if self.email_taken(&email, None) {
             return Err(ApiError::field("email", "Email address already in use."));
         }
-        let plan = match &input.group_ids {
-            Some(ids) => Some(self.plan_groups(None, ids)?),
+        let plan = match &input.memberships {
+            Some(items) => Some(self.plan_groups(None, items, false)?),
             None => None,
         };
         let id = self.insert_user_record(
@@ -233,8 +264,8 @@ impl State {
         if let Some(u) = self.users.get_mut(&id) {
             u.login_attributes = input.login_attributes;
         }
-        if let Some((add, remove)) = plan {
-            self.apply_groups(id, &add, &remove);
+        if let Some(plan) = plan {
+            self.apply_groups(id, plan);
         }
         Ok(id)
     }
@@ -256,29 +287,33 @@ impl State {
                 ));
             }
         }
-        let wanted_groups: Option<Vec<i64>> = match (&patch.group_ids, patch.is_superuser) {
-            (Some(ids), Some(sup)) => {
-                if ids.contains(&ADMIN_GROUP) != sup {
+        let wanted_groups: Option<(Vec<MembershipItem>, bool)> = match (
+            &patch.memberships,
+            patch.is_superuser,
+        ) {
+            (Some(items), Some(sup)) => {
+                if items.iter().any(|i| i.group_id == ADMIN_GROUP) != sup {
                     return Err(ApiError::field(
                         "is_superuser",
                         "Value of is_superuser must correspond to presence of Admin group ID in group_ids.",
                     ));
                 }
-                Some(ids.clone())
+                Some((items.clone(), false))
             }
-            (Some(ids), None) => Some(ids.clone()),
+            (Some(items), None) => Some((items.clone(), false)),
+            // `is_superuser` alone: the user row's hooks add or remove the admin membership.
             (None, Some(sup)) => {
                 let mut ids = self.group_ids_of(id);
                 ids.retain(|g| *g != ADMIN_GROUP);
                 if sup {
                     ids.push(ADMIN_GROUP);
                 }
-                Some(ids)
+                Some((ids.into_iter().map(MembershipItem::plain).collect(), true))
             }
             (None, None) => None,
         };
         let plan = match &wanted_groups {
-            Some(ids) => Some(self.plan_groups(Some(id), ids)?),
+            Some((items, replace)) => Some(self.plan_groups(Some(id), items, *replace)?),
             None => None,
         };
         if let Some(u) = self.users.get_mut(&id) {
@@ -299,10 +334,17 @@ impl State {
             }
             u.updated_at = now();
         }
-        if let Some((add, remove)) = plan {
-            self.apply_groups(id, &add, &remove);
+        if let Some(plan) = plan {
+            self.apply_groups(id, plan);
         }
         Ok(())
+    }
+
+    /// Puts a user in Administrators (the user row's hook makes them a superuser).
+    pub fn make_superuser(&mut self, id: i64) {
+        if self.membership_of(id, ADMIN_GROUP).is_none() {
+            self.add_membership_unchecked(id, ADMIN_GROUP);
+        }
     }
 
     /// `DELETE /api/user/:id`: idempotent deactivation.

@@ -84,6 +84,17 @@ pub struct Collection {
     pub extra: Extra,
 }
 
+impl CollectionUpdate {
+    /// A rename that keeps the collection's archived state.
+    pub fn rename(name: impl Into<String>, archived: bool) -> Self {
+        CollectionUpdate {
+            name: Some(name.into()),
+            archived,
+            parent_id: None,
+        }
+    }
+}
+
 impl Collection {
     /// The parent, read from `location` (the last id in it), `None` for top level.
     pub fn parent_id(&self) -> Option<i64> {
@@ -105,13 +116,15 @@ pub struct NewCollection {
     pub parent_id: Option<i64>,
 }
 
-/// `PUT /api/collection/:id`. Send `archived` explicitly: newest Metabase defaults it to false.
+/// `PUT /api/collection/:id`. `archived` is always sent: from v0.57 Metabase defaults a missing
+/// `archived` to false, so a rename of an archived collection would un-archive it, and older
+/// releases leave it alone either way (../shared/metabase-api.md, correction 11).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CollectionUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archived: Option<bool>,
+    #[serde(default)]
+    pub archived: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<i64>,
 }

@@ -6,6 +6,8 @@ use super::Extra;
 pub const MAGIC_ALL_USERS: &str = "all-internal-users";
 pub const MAGIC_ADMIN: &str = "admin";
 pub const MAGIC_ALL_EXTERNAL_USERS: &str = "all-external-users";
+/// "Data Analysts" (newest releases).
+pub const MAGIC_DATA_ANALYST: &str = "data-analyst";
 
 /// A permissions group (`GET /api/permissions/group[/:id]`, `POST /api/permissions/group`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,7 +51,8 @@ pub struct GroupMember {
     pub extra: Extra,
 }
 
-/// `POST /api/permissions/group`.
+/// `POST /api/permissions/group`. Only `name`: `is_tenant_group` is declared by tenant-aware
+/// releases only, and newest master rejects undeclared keys (correction 11).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewGroup {
     pub name: String,
@@ -61,10 +64,15 @@ pub struct Membership {
     pub membership_id: i64,
     pub group_id: i64,
     pub user_id: i64,
-    #[serde(default)]
+    /// A row inserted by an EE membership item without the key holds NULL (correction 1).
+    #[serde(default, deserialize_with = "null_is_false")]
     pub is_group_manager: bool,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 /// `POST /api/permissions/membership`.

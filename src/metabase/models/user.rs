@@ -47,10 +47,16 @@ pub struct MembershipRef {
 }
 
 impl MembershipRef {
+    /// A plain membership, as every request must spell it: `{"id": G, "is_group_manager":
+    /// false}`. On Pro/Enterprise, Metabase applies `user_group_memberships` as a diff of
+    /// `{group {:is_group_manager x}}` maps (`group-manager/set-user-group-memberships!`), so
+    /// an item without the key differs from the user's All Users row and Metabase tries to
+    /// remove All Users: 400 and no user (../shared/metabase-api.md, correction 1). The free
+    /// edition ignores the key.
     pub fn group(id: i64) -> Self {
         MembershipRef {
             id,
-            is_group_manager: None,
+            is_group_manager: Some(false),
         }
     }
 }
@@ -76,7 +82,8 @@ pub struct NewUser {
     pub first_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
-    /// Must include the All Users group when given: Metabase makes memberships equal to this list.
+    /// Must include the All Users group when given, every item built with
+    /// [`MembershipRef::group`]: Metabase makes memberships equal to this list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_group_memberships: Option<Vec<MembershipRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

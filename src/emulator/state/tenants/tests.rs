@@ -16,7 +16,14 @@ fn on() -> State {
 fn user(email: &str, groups: Option<Vec<i64>>) -> NewUserInput {
     NewUserInput {
         email: email.into(),
-        group_ids: groups,
+        memberships: groups.map(|g| {
+            g.into_iter()
+                .map(|group_id| crate::emulator::state::MembershipItem {
+                    group_id,
+                    is_group_manager: Some(Some(false)),
+                })
+                .collect()
+        }),
         ..NewUserInput::default()
     }
 }
@@ -130,9 +137,9 @@ fn tenant_users_live_only_in_tenant_groups() {
     }
     // Internal users cannot join tenant groups, tenant users cannot join internal groups.
     let admin = 1;
-    assert!(message(s.add_member(tg, admin).unwrap_err()).contains(MIXED_MEMBERSHIP));
-    assert!(message(s.add_member(internal, u).unwrap_err()).contains(MIXED_MEMBERSHIP));
-    s.add_member(tg, u).unwrap();
+    assert!(message(s.add_member(tg, admin, None).unwrap_err()).contains(MIXED_MEMBERSHIP));
+    assert!(message(s.add_member(internal, u, None).unwrap_err()).contains(MIXED_MEMBERSHIP));
+    s.add_member(tg, u, None).unwrap();
 
     let mut off = State::new(Edition::default(), false);
     off.set_use_tenants(false);
