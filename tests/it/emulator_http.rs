@@ -7,6 +7,8 @@ use mbprov::emulator::{EmulatorOptions, RunningEmulator, spawn};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::conformance::Answer;
+
 const KEY: &str = "test-key";
 
 struct Emu {
@@ -16,33 +18,6 @@ struct Emu {
 }
 
 /// A response reduced to what the tests compare.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    plain: bool,
-    text: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
-    }
-
-    /// Asserts Metabase's plain-text error shape.
-    fn assert_plain(&self, status: u16, text: &str) {
-        assert_eq!(
-            (self.status, self.text.as_str()),
-            (status, text),
-            "{self:?}"
-        );
-        assert!(self.plain, "expected text/plain: {self:?}");
-    }
-
-    fn assert_json(&self, status: u16, body: Value) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.json(), body);
-    }
-}
 
 async fn start(opts: EmulatorOptions) -> Emu {
     let running = spawn(opts).await.expect("emulator starts");
@@ -72,18 +47,7 @@ impl Emu {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let plain = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/plain"));
-        Answer {
-            status,
-            plain,
-            text: resp.text().await.expect("body"),
-        }
+        Answer::read(req.send().await.expect("request")).await
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
@@ -144,11 +108,11 @@ where
 async fn credentials_are_required_and_401_is_plain_text() {
     let e = emu().await;
     let none = e.send(Method::GET, "/api/user", None, &[]).await;
-    none.assert_plain(401, "Unauthenticated");
+    none.plain(401, "Unauthenticated");
     let wrong = e
         .send(Method::GET, "/api/user", None, &[("x-api-key", "nope")])
         .await;
-    wrong.assert_plain(401, "Unauthenticated");
+    wrong.plain(401, "Unauthenticated");
     assert_eq!(
         e.send(Method::GET, "/api/health", None, &[]).await.json(),
         json!({"status": "ok"})
@@ -166,7 +130,7 @@ async fn credentials_are_required_and_401_is_plain_text() {
     assert_eq!(props["has-user-setup"], true);
     e.send(Method::GET, "/_emulator/state", None, &[])
         .await
-        .assert_plain(401, "Unauthenticated");
+        .plain(401, "Unauthenticated");
 
     // A session, then an API key made with it, both authenticate.
     let bad = e
@@ -255,7 +219,7 @@ async fn user_errors_have_metabases_exact_bodies() {
         json!({"email": "bob@example.com", "user_group_memberships": [{"id": g}]}),
     )
     .await
-    .assert_plain(
+    .plain(
         400,
         "You cannot add or remove users to/from the 'All Users' group.",
     );
@@ -290,7 +254,7 @@ async fn user_errors_have_metabases_exact_bodies() {
     );
     e.put(&format!("/api/user/{id}"), json!({"first_name": "J"}))
         .await
-        .assert_plain(404, "Not found.");
+        .plain(404, "Not found.");
     assert_eq!(
         e.get(&format!("/api/user/{id}")).await.json()["is_active"],
         false
@@ -310,11 +274,11 @@ async fn user_errors_have_metabases_exact_bodies() {
         again.json()["message"],
         "Not able to reactivate an active user"
     );
-    e.get("/api/user/999").await.assert_plain(404, "Not found.");
+    e.get("/api/user/999").await.plain(404, "Not found.");
     e.put("/api/user/999/reactivate", json!({}))
         .await
-        .assert_plain(404, "Not found.");
-    e.delete("/api/user/1").await.assert_plain(
+        .plain(404, "Not found.");
+    e.delete("/api/user/1").await.plain(
         400,
         "You cannot remove the last member of the 'Admin' group!",
     );
@@ -326,20 +290,20 @@ async fn group_and_membership_errors() {
     let g = e.new_group("Sales").await;
     e.post("/api/permissions/group", json!({"name": "sALES"}))
         .await
-        .assert_plain(400, "A group with that name already exists.");
+        .plain(400, "A group with that name already exists.");
     e.put("/api/permissions/group/2", json!({"name": "Bosses"}))
         .await
-        .assert_plain(
+        .plain(
             400,
             "You cannot edit or delete the 'Administrators' permissions group!",
         );
-    e.delete("/api/permissions/group/1").await.assert_plain(
+    e.delete("/api/permissions/group/1").await.plain(
         400,
         "You cannot edit or delete the 'All Users' permissions group!",
     );
     e.get("/api/permissions/group/999")
         .await
-        .assert_plain(404, "Not found.");
+        .plain(404, "Not found.");
 
     let members = e
         .post(
@@ -364,7 +328,7 @@ async fn group_and_membership_errors() {
         json!({"group_id": 1, "user_id": 1}),
     )
     .await
-    .assert_plain(
+    .plain(
         400,
         "You cannot add or remove users to/from the 'All Users' group.",
     );
@@ -386,7 +350,7 @@ async fn group_and_membership_errors() {
     );
     e.delete(&format!("/api/permissions/membership/{membership_id}"))
         .await
-        .assert_plain(404, "Not found.");
+        .plain(404, "Not found.");
     assert_eq!(
         e.put("/api/permissions/membership/2/clear", json!({}))
             .await
@@ -424,7 +388,7 @@ async fn data_graph_puts_are_partial_and_fenced_by_the_revision() {
             json!({"revision": 0, "groups": {}}),
         )
         .await;
-    stale.assert_plain(409, STALE);
+    stale.plain(409, STALE);
     let put = e
         .put(
             "/api/permissions/graph",
@@ -475,7 +439,7 @@ async fn data_graph_puts_are_partial_and_fenced_by_the_revision() {
         json!({"revision": 3, "groups": {"2": {"1": {"create-queries": "no"}}}}),
     )
     .await
-    .assert_plain(
+    .plain(
         400,
         "You cannot create or revoke permissions for the 'Admin' group.",
     );
@@ -484,7 +448,7 @@ async fn data_graph_puts_are_partial_and_fenced_by_the_revision() {
     assert_eq!(db["groups"]["1"]["2"]["view-data"], "unrestricted");
     e.get("/api/permissions/graph/db/9")
         .await
-        .assert_plain(404, "Not found.");
+        .plain(404, "Not found.");
     let stats = e.get("/_emulator/stats").await.json();
     assert_eq!(stats["graph_puts"]["data"], 5);
     assert_eq!(stats["conflicts"]["data"], 1);
@@ -507,7 +471,7 @@ async fn collection_graph_is_sparse_and_new_collections_copy_their_parent() {
         json!({"revision": 7, "groups": {}}),
     )
     .await
-    .assert_plain(409, STALE);
+    .plain(409, STALE);
     let put = e
         .put("/api/collection/graph", json!({"revision": 1, "groups": {&gs: {"2": "read", "1": "write"}, "1": {"2": "none"}}}))
         .await
@@ -531,7 +495,7 @@ async fn collection_graph_is_sparse_and_new_collections_copy_their_parent() {
         json!({"revision": 2, "groups": {"2": {"root": "read"}}}),
     )
     .await
-    .assert_plain(
+    .plain(
         400,
         "You cannot create or revoke permissions for the 'Admin' group.",
     );
@@ -567,9 +531,7 @@ async fn collection_graph_is_sparse_and_new_collections_copy_their_parent() {
     assert_eq!(items["total"], 2);
     let list = e.get("/api/collection").await.json();
     assert_eq!(list[0]["id"], "root");
-    e.get("/api/collection/999")
-        .await
-        .assert_plain(404, "Not found.");
+    e.get("/api/collection/999").await.plain(404, "Not found.");
     let archived = e
         .put(&format!("/api/collection/{cid}"), json!({"archived": true}))
         .await
@@ -595,7 +557,7 @@ async fn oss_refuses_premium_features() {
     );
     e.put("/api/permissions/graph", json!({"revision": 1, "groups": {"1": {"1": {"view-data": "blocked", "create-queries": "no"}}}}))
         .await
-        .assert_plain(
+        .plain(
             402,
             "The blocked permissions functionality is only enabled if you have a premium token with the advanced-permissions feature.",
         );
@@ -646,7 +608,7 @@ async fn sandboxes_crud_and_graph_rendering() {
     assert_eq!(e.delete(&format!("/api/mt/gtap/{id}")).await.status, 204);
     e.get(&format!("/api/mt/gtap/{id}"))
         .await
-        .assert_plain(404, "Not found.");
+        .plain(404, "Not found.");
 }
 
 #[tokio::test]
@@ -662,7 +624,7 @@ async fn tables_and_databases() {
     assert_eq!(e.get("/api/database").await.json()["total"], 2);
     let db = e.get("/api/database/2/metadata").await.json();
     assert_eq!(db["tables"][0]["name"], "events");
-    e.get("/api/table/99").await.assert_plain(404, "Not found.");
+    e.get("/api/table/99").await.plain(404, "Not found.");
 }
 
 #[tokio::test]
@@ -708,7 +670,7 @@ async fn a_slow_start_answers_initializing_then_recovers() {
     health.assert_json(503, json!({"status": "initializing", "progress": 0.5}));
     e.get("/api/user")
         .await
-        .assert_plain(503, "Metabase is still initializing. Please sit tight...");
+        .plain(503, "Metabase is still initializing. Please sit tight...");
     eventually("health to turn ok", || async {
         e.get("/api/health").await.status == 200
     })
@@ -749,7 +711,7 @@ async fn a_fresh_instance_is_set_up_once() {
         (me["email"].clone(), me["is_superuser"].clone()),
         (json!("ops@example.com"), json!(true))
     );
-    e.send(Method::POST, "/api/setup", Some(body), &[]).await.assert_plain(
+    e.send(Method::POST, "/api/setup", Some(body), &[]).await.plain(
         403,
         "The /api/setup route can only be used to create the first user, however a user currently exists.",
     );

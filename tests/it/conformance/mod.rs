@@ -67,6 +67,27 @@ impl Answer {
         assert_eq!(self.status, status, "{self:?}");
         self
     }
+
+    /// Asserts a JSON error or answer shape, whole.
+    pub fn assert_json(&self, status: u16, body: Value) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.json(), body);
+    }
+
+    /// Reads an answer: status, whether Metabase's text/plain shape, the body.
+    pub async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let plain = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/plain"));
+        Answer {
+            status,
+            plain,
+            text: resp.text().await.expect("body"),
+        }
+    }
 }
 
 /// The emulator as `edition` at `version` (`None`: the newest release).
@@ -110,18 +131,7 @@ impl Emu {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let plain = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("text/plain"));
-        Answer {
-            status,
-            plain,
-            text: resp.text().await.expect("body"),
-        }
+        Answer::read(req.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
