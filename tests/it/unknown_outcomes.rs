@@ -66,17 +66,35 @@ async fn assert_nothing_dead(stack: &Stack) {
     assert!(dead.is_empty(), "dead letters: {dead:?}");
 }
 
+/// Starts a worker, makes Metabase apply the next `method path` and drop its answer, runs
+/// `job` to completion, checks the answer was really dropped, and returns the emulator state.
+async fn provision_with_lost_reply(
+    stack: &mut Stack,
+    method: &str,
+    path: &str,
+    job: Value,
+    id: &str,
+) -> Value {
+    stack.spawn_worker().await;
+    drop_next_reply(stack, method, path).await;
+    stack.publish(&[job]).await;
+    stack.wait_done(id).await;
+    assert_reply_was_dropped(stack).await;
+    stack.state().await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_answer_to_a_group_creation_leaves_one_group() {
     with_stack(StackOptions::default(), |stack| {
         Box::pin(async move {
-            stack.spawn_worker().await;
-            drop_next_reply(stack, "POST", "/api/permissions/group").await;
-            stack.publish(&[tenant_created(71)]).await;
-            stack.wait_done("tenant-71-created").await;
-            assert_reply_was_dropped(stack).await;
-
-            let state = stack.state().await;
+            let state = provision_with_lost_reply(
+                stack,
+                "POST",
+                "/api/permissions/group",
+                tenant_created(71),
+                "tenant-71-created",
+            )
+            .await;
             assert_eq!(find(&state["groups"], "name", "Tenant: 71").len(), 1);
             // Looked up, not created again.
             assert_eq!(requests(stack, "POST", "/api/permissions/group").await, 1);
@@ -97,13 +115,14 @@ async fn a_lost_answer_to_a_group_creation_leaves_one_group() {
 async fn a_lost_answer_to_a_user_creation_leaves_one_user_reconciled() {
     with_stack(StackOptions::default(), |stack| {
         Box::pin(async move {
-            stack.spawn_worker().await;
-            drop_next_reply(stack, "POST", "/api/user").await;
-            stack.publish(&[tenant_created(72)]).await;
-            stack.wait_done("tenant-72-created").await;
-            assert_reply_was_dropped(stack).await;
-
-            let state = stack.state().await;
+            let state = provision_with_lost_reply(
+                stack,
+                "POST",
+                "/api/user",
+                tenant_created(72),
+                "tenant-72-created",
+            )
+            .await;
             let users = find(&state["users"], "email", "admin72@acme72.test");
             assert_eq!(users.len(), 1, "{:?}", state["users"]);
             assert_eq!(requests(stack, "POST", "/api/user").await, 1);
@@ -127,18 +146,19 @@ async fn a_lost_answer_to_a_user_creation_leaves_one_user_reconciled() {
 async fn a_lost_answer_to_a_sandbox_write_leaves_one_sandbox_per_table() {
     with_stack(StackOptions::default(), |stack| {
         Box::pin(async move {
-            stack.spawn_worker().await;
             // Sandboxes are created by the data-graph PUT that carries them (no id: insert).
-            drop_next_reply(stack, "PUT", "/api/permissions/graph").await;
             let mut t = tenant_created(73);
             t["payload"]["data_access"] = json!("sandboxed");
             t["payload"]["sandbox"] = json!({"attribute": "organization_id", "tables": [
                 {"table_id": 10, "field_id": 101}, {"table_id": 11, "field_id": 111}]});
-            stack.publish(&[t]).await;
-            stack.wait_done("tenant-73-created").await;
-            assert_reply_was_dropped(stack).await;
-
-            let state = stack.state().await;
+            let state = provision_with_lost_reply(
+                stack,
+                "PUT",
+                "/api/permissions/graph",
+                t,
+                "tenant-73-created",
+            )
+            .await;
             let group = find(&state["groups"], "name", "Tenant: 73")[0]["id"].clone();
             let mut tables: Vec<i64> = state["sandboxes"]
                 .as_array()
@@ -171,13 +191,14 @@ async fn a_lost_answer_to_a_sandbox_write_leaves_one_sandbox_per_table() {
 async fn a_lost_answer_to_a_collection_creation_leaves_one_collection() {
     with_stack(StackOptions::default(), |stack| {
         Box::pin(async move {
-            stack.spawn_worker().await;
-            drop_next_reply(stack, "POST", "/api/collection").await;
-            stack.publish(&[tenant_created(74)]).await;
-            stack.wait_done("tenant-74-created").await;
-            assert_reply_was_dropped(stack).await;
-
-            let state = stack.state().await;
+            let state = provision_with_lost_reply(
+                stack,
+                "POST",
+                "/api/collection",
+                tenant_created(74),
+                "tenant-74-created",
+            )
+            .await;
             let colls = find(&state["collections"], "name", "Acme 74 Dashboards");
             assert_eq!(colls.len(), 1, "{:?}", state["collections"]);
             assert_eq!(requests(stack, "POST", "/api/collection").await, 1);
