@@ -1,7 +1,9 @@
 //! OpenTelemetry traces across processes: `mbprov publish` starts a trace, the worker's job span
 //! continues it from the AMQP headers, and each Metabase request is a child of the job span.
 //! The spans are collected by an OTLP/HTTP receiver in this test process (protobuf bodies
-//! decoded with `opentelemetry-proto`), as a collector would receive them.
+//! decoded with `opentelemetry-proto`), as a collector would receive them. Graph writes run in
+//! the writer's own task: a batch of one job is that job's child, a batch of several links to
+//! each job (checked in-process, where a batch of two can be formed deterministically).
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use prost::Message;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{API_KEY, Stack, eventually};
+use crate::support::{API_KEY, Stack, eventually, tenant_created};
 
 /// One received span, flattened.
 #[derive(Clone, Debug)]
@@ -213,5 +215,64 @@ async fn one_trace_spans_publish_worker_and_metabase_requests() {
         log.contains(&job.trace_id),
         "no trace_id in the worker log:\n{log}"
     );
+    stack.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_graph_writes_are_children_of_its_span() {
+    let (endpoint, spans) = collector().await;
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut stack = Stack::start().await;
+    stack.spawn_worker_with(&otel).await;
+    stack.publish(&[tenant_created(17)]).await;
+    stack.wait_done("tenant-17-created").await;
+
+    // The job span ends after every span inside it, and the SDK exports spans in the order
+    // they end: once it has arrived, so have the graph writes it waited on.
+    let (got, job) = eventually("the span of the tenant.created job", || {
+        let all = snapshot(&spans);
+        async move {
+            let job = all
+                .iter()
+                .find(|s| s.name == "job" && s.attr("job_id") == Some("tenant-17-created"))?
+                .clone();
+            Some((all, job))
+        }
+    })
+    .await;
+    let by_id = |id: &str| got.iter().find(|s| s.span_id == id);
+    for (graph, put) in [
+        ("data", "PUT /api/permissions/graph"),
+        ("collection", "PUT /api/collection/graph"),
+    ] {
+        let batch = got
+            .iter()
+            .find(|s| s.name == format!("graph write {graph}") && s.trace_id == job.trace_id)
+            .unwrap_or_else(|| panic!("no {graph} write in the job's trace: {got:#?}"));
+        assert_eq!(batch.parent, job.span_id, "a lone job's write is its child");
+        assert_eq!(batch.attr("batch"), Some("1"));
+        assert_eq!(batch.attr("graph"), Some(graph));
+        let request = got
+            .iter()
+            .find(|s| s.name == put && s.parent == batch.span_id)
+            .unwrap_or_else(|| panic!("no {put} under the {graph} write: {got:#?}"));
+        assert_eq!(request.trace_id, job.trace_id);
+        assert_eq!(request.attr("http.response.status_code"), Some("200"));
+    }
+    // No Metabase request of the job is left outside its tree: each hangs from the job or
+    // from one of its writes.
+    for r in got
+        .iter()
+        .filter(|s| s.trace_id == job.trace_id && s.attr("http.route").is_some())
+    {
+        let parent = by_id(&r.parent).unwrap_or_else(|| panic!("{r:?} has no parent"));
+        assert!(
+            parent.span_id == job.span_id || parent.parent == job.span_id,
+            "{r:?} under {parent:?}"
+        );
+    }
     stack.teardown().await;
 }
