@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::error::{Classify, ErrorClass};
 use crate::graph::data::DataChange;
@@ -135,7 +136,8 @@ pub struct WriterConfig {
 
 struct Pending<C, O> {
     change: C,
-    /// The submitting job's span, so the outcome is logged with its job id, kind and tenant.
+    /// The submitting job's span, so the outcome is logged with its job id, kind and tenant,
+    /// and the write's span joins the job's trace (`trace::batch_span`).
     span: tracing::Span,
     reply: oneshot::Sender<Result<O, WriteError>>,
 }
@@ -405,7 +407,9 @@ async fn run<K: Kind>(
             changes.push(p.change);
             waiting.push((p.span, p.reply));
         }
-        let results = write_split(&core, &kind, &changes).await;
+        // The write's Metabase requests join the jobs' traces (see `trace::batch_span`).
+        let span = crate::trace::batch_span(K::NAME, waiting.iter().map(|(span, _)| span));
+        let results = write_split(&core, &kind, &changes).instrument(span).await;
         for ((span, reply), result) in waiting.into_iter().zip(results) {
             span.in_scope(|| match &result {
                 Ok(_) => tracing::debug!(graph = K::NAME, batch = size, "graph change written"),

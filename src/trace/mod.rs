@@ -174,6 +174,42 @@ pub fn continue_trace(span: &tracing::Span, carrier: &Carrier, metadata_trace_id
     record_trace_id(span);
 }
 
+/// The span of one write of a graph writer's batch (`graph` is `data` or `collection`), made in
+/// the writer's own task; the Metabase requests of the write are its children. `jobs` are the
+/// spans of the jobs whose changes the batch carries. A batch of one job is a child of that
+/// job's span, so the usual case (one job at a time) reads as one tree; a batch of several
+/// starts its own trace and links to each job's span, as OpenTelemetry models batched work
+/// (one parent cannot stand for many), and each job's trace shows the link back.
+pub fn batch_span<'a>(
+    graph: &'static str,
+    jobs: impl IntoIterator<Item = &'a tracing::Span>,
+) -> tracing::Span {
+    let jobs: Vec<SpanContext> = jobs
+        .into_iter()
+        .map(|job| job.context().span().span_context().clone())
+        .collect();
+    // No parent from the writer task: the jobs are the only ancestry the write has.
+    let span = tracing::info_span!(
+        parent: None,
+        "graph.write",
+        otel.name = %format_args!("graph write {graph}"),
+        otel.kind = "internal",
+        graph,
+        batch = jobs.len(),
+        trace_id = tracing::field::Empty,
+    );
+    match jobs.as_slice() {
+        [job] => {
+            // Fails only without an OpenTelemetry layer, where there is nothing to connect.
+            let _ = span.set_parent(Context::new().with_remote_span_context(job.clone()));
+        }
+        // Invalid contexts (a job recorded no trace) are skipped by `add_link`.
+        jobs => jobs.iter().for_each(|job| span.add_link(job.clone())),
+    }
+    record_trace_id(&span);
+    span
+}
+
 /// Records the span's OpenTelemetry trace id in its `trace_id` field (declared `Empty`).
 pub fn record_trace_id(span: &tracing::Span) {
     let context = span.context();
@@ -430,6 +466,65 @@ mod tests {
             attribute("http.response.status_code").as_deref(),
             Some("200")
         );
+    }
+
+    /// Spans made by `run` under an OpenTelemetry layer that keeps them.
+    fn kept_spans(run: impl FnOnce()) -> Vec<opentelemetry_sdk::trace::SpanData> {
+        let kept = Kept::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(kept.clone())
+            .build();
+        let sub = crate::telemetry::subscriber(
+            crate::telemetry::LogFormat::Json,
+            tracing_subscriber::EnvFilter::new("off"),
+            std::io::sink,
+            false,
+            Some(&provider),
+        );
+        tracing::subscriber::with_default(sub, run);
+        kept.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_batch_of_one_job_is_its_child_and_of_several_links_to_each() {
+        let spans = kept_spans(|| {
+            let (a, b) = (tracing::info_span!("job a"), tracing::info_span!("job b"));
+            // The writer's task is not inside any job: the batch span must not rely on that.
+            let alone = batch_span("data", [&a]);
+            alone.in_scope(|| {
+                let _put = metabase_request_span("PUT", "/api/permissions/graph").entered();
+            });
+            drop(alone);
+            let _batch = batch_span("collection", [&a, &b]);
+        });
+        let named = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
+        };
+        let (a, b) = (named("job a"), named("job b"));
+        let (alone, put) = (
+            named("graph write data"),
+            named("PUT /api/permissions/graph"),
+        );
+        assert_eq!(alone.span_context.trace_id(), a.span_context.trace_id());
+        assert_eq!(alone.parent_span_id, a.span_context.span_id());
+        assert!(alone.links.is_empty());
+        assert_eq!(alone.span_kind, opentelemetry::trace::SpanKind::Internal);
+        assert_eq!(put.span_context.trace_id(), a.span_context.trace_id());
+        assert_eq!(put.parent_span_id, alone.span_context.span_id());
+
+        let batch = named("graph write collection");
+        assert_eq!(batch.parent_span_id, SpanId::INVALID, "a root of its own");
+        let linked: Vec<&SpanContext> = batch.links.iter().map(|l| &l.span_context).collect();
+        assert_eq!(linked, [&a.span_context, &b.span_context]);
+        let batch_size = batch
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "batch")
+            .map(|kv| kv.value.to_string());
+        assert_eq!(batch_size.as_deref(), Some("2"));
     }
 
     #[test]

@@ -1,22 +1,36 @@
 //! OpenTelemetry traces across processes: `mbprov publish` starts a trace, the worker's job span
 //! continues it from the AMQP headers, and each Metabase request is a child of the job span.
 //! The spans are collected by an OTLP/HTTP receiver in this test process (protobuf bodies
-//! decoded with `opentelemetry-proto`), as a collector would receive them.
+//! decoded with `opentelemetry-proto`), as a collector would receive them. Graph writes run in
+//! the writer's own task: a batch of one job is that job's child, a batch of several links to
+//! each job (checked in-process, where a batch of two can be formed deterministically).
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
+use mbprov::emulator::{EmulatorOptions, spawn};
+use mbprov::graph::access::db_perms;
+use mbprov::graph::{DataAccess, DataChange, Features};
+use mbprov::graph_writer::{GraphWriter, WriterConfig};
+use mbprov::metabase::models::Version;
+use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
+use mbprov::store::JobStore;
+use opentelemetry::trace::{SpanContext, SpanId};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use prost::Message;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
 
-use crate::support::{API_KEY, Stack, eventually};
+use crate::support::{API_KEY, Stack, eventually, tenant_created};
 
 /// One received span, flattened.
 #[derive(Clone, Debug)]
@@ -214,4 +228,225 @@ async fn one_trace_spans_publish_worker_and_metabase_requests() {
         "no trace_id in the worker log:\n{log}"
     );
     stack.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_graph_writes_are_children_of_its_span() {
+    let (endpoint, spans) = collector().await;
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut stack = Stack::start().await;
+    stack.spawn_worker_with(&otel).await;
+    stack.publish(&[tenant_created(17)]).await;
+    stack.wait_done("tenant-17-created").await;
+
+    // The job span ends after every span inside it, and the SDK exports spans in the order
+    // they end: once it has arrived, so have the graph writes it waited on.
+    let (got, job) = eventually("the span of the tenant.created job", || {
+        let all = snapshot(&spans);
+        async move {
+            let job = all
+                .iter()
+                .find(|s| s.name == "job" && s.attr("job_id") == Some("tenant-17-created"))?
+                .clone();
+            Some((all, job))
+        }
+    })
+    .await;
+    let by_id = |id: &str| got.iter().find(|s| s.span_id == id);
+    for (graph, put) in [
+        ("data", "PUT /api/permissions/graph"),
+        ("collection", "PUT /api/collection/graph"),
+    ] {
+        let batch = got
+            .iter()
+            .find(|s| s.name == format!("graph write {graph}") && s.trace_id == job.trace_id)
+            .unwrap_or_else(|| panic!("no {graph} write in the job's trace: {got:#?}"));
+        assert_eq!(batch.parent, job.span_id, "a lone job's write is its child");
+        assert_eq!(batch.attr("batch"), Some("1"));
+        assert_eq!(batch.attr("graph"), Some(graph));
+        let request = got
+            .iter()
+            .find(|s| s.name == put && s.parent == batch.span_id)
+            .unwrap_or_else(|| panic!("no {put} under the {graph} write: {got:#?}"));
+        assert_eq!(request.trace_id, job.trace_id);
+        assert_eq!(request.attr("http.response.status_code"), Some("200"));
+    }
+    // No Metabase request of the job is left outside its tree: each hangs from the job or
+    // from one of its writes.
+    for r in got
+        .iter()
+        .filter(|s| s.trace_id == job.trace_id && s.attr("http.route").is_some())
+    {
+        let parent = by_id(&r.parent).unwrap_or_else(|| panic!("{r:?} has no parent"));
+        assert!(
+            parent.span_id == job.span_id || parent.parent == job.span_id,
+            "{r:?} under {parent:?}"
+        );
+    }
+    stack.teardown().await;
+}
+
+/// Keeps the spans of the in-process writer below.
+#[derive(Clone, Debug, Default)]
+struct Kept(Arc<Mutex<Vec<SpanData>>>);
+
+impl SpanExporter for Kept {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+/// Yields to the other tasks until `done`, for at most 10 s.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Three jobs write the data graph through one in-process writer: the first alone (its write is
+/// its child), the two others while the graph lock is held, so they wait together and form one
+/// batch, whose span links to both. A current-thread runtime: the subscriber set here is this
+/// thread's, and every task (writer, emulator, client) runs on it.
+#[tokio::test]
+async fn a_batch_of_several_jobs_links_to_each_of_them() {
+    let kept = Kept::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(kept.clone())
+        .build();
+    let _traced = tracing::subscriber::set_default(mbprov::telemetry::subscriber(
+        mbprov::telemetry::LogFormat::Json,
+        tracing_subscriber::EnvFilter::new("off"),
+        std::io::sink,
+        false,
+        Some(&provider),
+    ));
+    let key = "traces-writer-key";
+    let emu = spawn(EmulatorOptions::new(key)).await.unwrap();
+    let mb =
+        MetabaseClient::new(ClientConfig::new(emu.url(), Auth::ApiKey(ApiKey::new(key)))).unwrap();
+    let prefix = format!("tr-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = JobStore::connect(&crate::support::redis_url(), &prefix)
+        .await
+        .unwrap();
+    let writer = GraphWriter::start(
+        mb.clone(),
+        store.clone(),
+        WriterConfig {
+            features: Features::default(),
+            version: Some(Version {
+                major: 56,
+                minor: 3,
+            }),
+            admin_group: 2,
+            lock_ttl: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(20),
+            batch_linger: Duration::ZERO,
+            lock_budget: Duration::from_secs(20),
+        },
+    );
+    let group = mb.create_group("Traced").await.unwrap().id;
+    // mbprov exports only its own spans (target `mbprov...`), as a job's span is.
+    let write = |name: &'static str, db: i64| {
+        let (w, job) = (
+            writer.clone(),
+            tracing::info_span!(target: "mbprov::jobs", "job", job_id = name),
+        );
+        let change = DataChange::set(
+            group,
+            db,
+            db_perms(DataAccess::ViewOnly, Features::default()),
+        );
+        tokio::spawn(async move { w.write_data(change).await }.instrument(job))
+    };
+
+    let lock = store
+        .graph_lock("data", Duration::from_secs(5))
+        .acquire(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let first = write("first", 1);
+    wait_until("the first change is a batch of its own", || {
+        writer.data_batches() == 1
+    })
+    .await;
+    let a = write("a", 1);
+    wait_until("a waits", || writer.data_backlog() == 1).await;
+    let b = write("b", 2);
+    wait_until("a and b wait together", || writer.data_backlog() == 2).await;
+    lock.release().await.unwrap();
+    for job in [first, a, b] {
+        job.await.unwrap().unwrap();
+    }
+    assert_eq!(writer.data_batches(), 2, "a and b went out as one batch");
+
+    let spans = kept.0.lock().unwrap().clone();
+    let job = |id: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == "job"
+                    && s.attributes
+                        .iter()
+                        .any(|kv| kv.key.as_str() == "job_id" && kv.value.as_str() == id)
+            })
+            .unwrap_or_else(|| panic!("no job {id} in {spans:#?}"))
+    };
+    let (first, a, b) = (job("first"), job("a"), job("b"));
+    let writes: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == "graph write data")
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    let alone = writes
+        .iter()
+        .find(|w| w.parent_span_id == first.span_context.span_id())
+        .unwrap_or_else(|| panic!("no write is the first job's child: {writes:#?}"));
+    assert_eq!(alone.span_context.trace_id(), first.span_context.trace_id());
+    assert!(alone.links.is_empty());
+    let together = writes
+        .iter()
+        .find(|w| w.span_context != alone.span_context)
+        .unwrap();
+    let linked: Vec<&SpanContext> = together.links.iter().map(|l| &l.span_context).collect();
+    assert_eq!(
+        linked,
+        [&a.span_context, &b.span_context],
+        "linked to both jobs, in arrival order"
+    );
+    assert_eq!(
+        together.parent_span_id,
+        SpanId::INVALID,
+        "a root of its own"
+    );
+    let puts: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| {
+            s.name == "PUT /api/permissions/graph"
+                && s.parent_span_id == together.span_context.span_id()
+        })
+        .collect();
+    assert_eq!(puts.len(), 1, "the merged write is one PUT: {spans:#?}");
+    assert_eq!(
+        puts[0].span_context.trace_id(),
+        together.span_context.trace_id()
+    );
+
+    if let Ok(client) = redis::Client::open(crate::support::redis_url())
+        && let Ok(mut c) = client.get_multiplexed_async_connection().await
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+        }
+    }
 }
