@@ -136,6 +136,9 @@ mod tests {
         }
     }
 
+    /// (collection, curators, readers) of one finding.
+    type Want<'a> = (i64, Vec<&'a str>, Vec<&'a str>);
+
     #[test]
     fn writers_among_tenant_users_on_what_other_tenants_read_are_reported() {
         let shared9 = AuditOptions {
@@ -143,7 +146,7 @@ mod tests {
         };
         let none = AuditOptions::default();
         // (what, graph, options, want: (collection, curators, readers))
-        let cases: Vec<(&str, Value, &AuditOptions, Vec<(i64, Vec<&str>, Vec<&str>)>)> = vec![
+        let cases: Vec<(&str, Value, &AuditOptions, Vec<Want>)> = vec![
             (
                 "All tenant users curating: every tenant's users write what all read",
                 json!({"3": {"9": "write"}}),
