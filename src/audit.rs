@@ -120,6 +120,16 @@ pub enum Finding {
         email: Option<String>,
         groups: Vec<String>,
     },
+    /// Tenant users hold `write` on a collection users of other tenants can read.
+    SharedCollectionCuratedByTenantUsers {
+        collection: CollectionKey,
+        /// Groups of tenant users with `write` there.
+        curators: Vec<String>,
+        /// The other groups of tenant users that can read it.
+        readers: Vec<String>,
+        /// Named shared by the operator (`--shared-collection`).
+        named_shared: bool,
+    },
     /// All tenant users views unfiltered a table other groups sandbox.
     EveryoneBypassesSandbox {
         database_id: i64,
@@ -183,6 +193,24 @@ impl fmt::Display for Finding {
                 user_label(*user_id, email.as_deref()),
                 groups.join(", ")
             ),
+            Finding::SharedCollectionCuratedByTenantUsers {
+                collection,
+                curators,
+                readers,
+                named_shared,
+            } => {
+                let read_by = match (readers.is_empty(), named_shared) {
+                    (false, _) => format!("read by {}", readers.join(", ")),
+                    (true, true) => "named shared".to_string(),
+                    (true, false) => "their members are of several tenants".to_string(),
+                };
+                write!(
+                    f,
+                    "{}: curated by tenant users ({}) while other tenants read it ({read_by}); give tenant users view access only",
+                    collection_label(*collection),
+                    curators.join(", ")
+                )
+            }
             Finding::EveryoneBypassesSandbox {
                 database_id,
                 table_id,
@@ -310,6 +338,7 @@ pub fn audit(snapshot: &Snapshot, options: &AuditOptions) -> Vec<Finding> {
     let tenants = tenant_groups(&snapshot.groups);
     let mut findings = all_users_on_tenant_databases(snapshot, &tenants);
     findings.extend(collection_findings(snapshot, &tenants, options));
+    findings.extend(tenant_curated::findings(snapshot, &tenants, options));
     findings.extend(user_findings(snapshot, &tenants));
     findings.extend(sandbox_bypass::findings(snapshot));
     findings
@@ -469,6 +498,7 @@ fn user_findings(s: &Snapshot, tenants: &BTreeMap<i64, TenantGroup>) -> Vec<Find
 }
 
 mod sandbox_bypass;
+mod tenant_curated;
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ use crate::ops::metrics;
 
 use super::snapshot_cache::SnapshotCache;
 use super::tenant::{self, Listings, TenantCollection};
+use super::tenant_rename::TenantRename;
 use super::{Attempt, CollectionKind, Core, Kind, WriteError, is_conflict};
 
 /// What a job hands the collection writer.
@@ -29,6 +30,8 @@ use super::{Attempt, CollectionKind, Core, Kind, WriteError, is_conflict};
 pub enum CollectionWork {
     /// A tenant's collection, found or created, granted and isolated in one trip.
     Tenant(TenantCollection),
+    /// A tenant's collection renamed (`tenant.updated`); never created, no graph effect.
+    Rename(TenantRename),
     Ops(Vec<CollectionOp>),
 }
 
@@ -40,6 +43,7 @@ impl Kind for CollectionKind {
     fn output(change: &CollectionWork) -> Option<i64> {
         match change {
             CollectionWork::Tenant(t) => t.resolved(),
+            CollectionWork::Rename(r) => r.output(),
             CollectionWork::Ops(_) => None,
         }
     }
@@ -50,11 +54,21 @@ impl Kind for CollectionKind {
         batch: &'a [&'a CollectionWork],
         guard: &'a LockGuard,
     ) -> Result<Attempt, WriteError> {
+        // Renames: no graph effect, nothing created; under the lock so that a creation of
+        // the same tenant (which renames a marked collection too) is never interleaved.
+        for w in batch {
+            if let CollectionWork::Rename(r) = w
+                && !r.is_done()
+            {
+                guard.ensure_held()?;
+                r.run(core).await?;
+            }
+        }
         let tenants: Vec<&TenantCollection> = batch
             .iter()
             .filter_map(|w| match w {
                 CollectionWork::Tenant(t) => Some(t),
-                CollectionWork::Ops(_) => None,
+                CollectionWork::Rename(_) | CollectionWork::Ops(_) => None,
             })
             .collect();
 
@@ -76,7 +90,7 @@ impl Kind for CollectionKind {
             .iter()
             .filter_map(|w| match w {
                 CollectionWork::Ops(ops) => Some(ops.iter().cloned()),
-                CollectionWork::Tenant(_) => None,
+                CollectionWork::Tenant(_) | CollectionWork::Rename(_) => None,
             })
             .flatten()
             .collect();

@@ -24,6 +24,7 @@ mod collection;
 mod data;
 mod snapshot_cache;
 mod tenant;
+mod tenant_rename;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +45,7 @@ use crate::store::JobStore;
 
 pub use collection::CollectionWork;
 pub use tenant::TenantCollection;
+pub use tenant_rename::TenantRename;
 
 /// Finding a tenant's collection by its marker outside the writer (`tenant.deleted`).
 pub mod tenant_collection {
@@ -267,6 +269,16 @@ impl GraphWriter {
         submit(&self.collections, CollectionWork::Tenant(tenant))
             .await?
             .ok_or(WriteError::Stopped)
+    }
+
+    /// Renames a tenant's collection, found by its tenant marker wherever it is, under the
+    /// collection lock; never creates one. Returns its id, or `None` when no collection is
+    /// marked for the tenant.
+    pub async fn rename_tenant_collection(
+        &self,
+        rename: TenantRename,
+    ) -> Result<Option<i64>, WriteError> {
+        submit(&self.collections, CollectionWork::Rename(rename)).await
     }
 }
 

@@ -3,13 +3,16 @@
 //! `organization_id` on its admin.
 //!
 //! The group's name, `Tenant: {tenant_id}`, does not contain the tenant's name, so a rename
-//! changes no group. The collection `{tenant_name} Dashboards` is found by name today; renaming
-//! it needs the tenant's collection identified by a marker instead (issue 12, writer side), so
-//! `tenant_name` is not applied in group tenancy yet (see the README).
+//! changes no group. A new `tenant_name` renames the tenant's collection `{tenant_name}
+//! Dashboards`: the one marked for the tenant (`graph::tenant_marker`), whatever its name and
+//! wherever it is, through the collection writer (never created here). While the tenant's
+//! group exists but no collection is marked for it yet, the job is retried: its
+//! `tenant.created` has made the group and not yet the collection.
 
 use super::payloads::TenantUpdated;
-use super::tenant_created::group_name;
+use super::tenant_created::{collection_name, group_name};
 use super::{Context, JobError};
+use crate::graph_writer::TenantRename;
 
 pub async fn run(ctx: &Context, t: &TenantUpdated) -> Result<(), JobError> {
     let dir = ctx.directory();
@@ -24,8 +27,14 @@ pub async fn run(ctx: &Context, t: &TenantUpdated) -> Result<(), JobError> {
             "group {group} is a built-in group"
         )));
     }
-    if t.tenant_name.is_some() {
-        tracing::info!(group = %name, "tenant_name is not applied in group tenancy yet (collection identity by marker pending)");
+    if let Some(tenant_name) = &t.tenant_name {
+        let rename = TenantRename::new(t.tenant_id.clone(), collection_name(tenant_name));
+        if ctx.writer.rename_tenant_collection(rename).await?.is_none() {
+            return Err(JobError::NotYet(format!(
+                "no collection is marked for tenant {:?} yet (its tenant.created may still be running)",
+                t.tenant_id
+            )));
+        }
     }
     if t.attributes.is_empty() {
         return Ok(());

@@ -19,6 +19,7 @@ mod e2e_native_tenancy;
 mod e2e_retries;
 mod e2e_tenant;
 mod e2e_tenant_identity;
+mod e2e_tenant_rename;
 mod e2e_writer_supervision;
 mod editions;
 mod emulator_http;

@@ -344,3 +344,52 @@ async fn f23_skip_graph_on_v0_50() {
     }
     let _ = OLD;
 }
+
+/// Fact 30, P-new `update-perms-graph-rejects-tenant-groups-test`,
+/// `hide-tenant-groups-from-graph-test` (newest, pro): while `use-tenants` is off the graph
+/// leaves tenant groups out, `GET /graph/group/:id` is "Not found.", and a PUT naming one is a
+/// 400 with `errors.tenant-group-ids` that writes nothing; once on, all of it is visible.
+#[tokio::test]
+async fn f30_tenant_groups_hidden_from_the_graph_while_tenants_off() {
+    for e in each(&[EditionName::Pro], None).await {
+        let tg = e
+            .post(
+                "/api/permissions/group",
+                json!({"name": "Tenant Group", "is_tenant_group": true}),
+            )
+            .await
+            .ok()["id"]
+            .as_i64()
+            .expect("an id");
+        let other = e.group("Internal").await;
+        let graph = e.get("/api/permissions/graph").await.ok();
+        assert!(graph["groups"].get(tg.to_string()).is_none(), "{graph}");
+        assert!(graph["groups"].get(other.to_string()).is_some(), "{graph}");
+        e.get(&format!("/api/permissions/graph/group/{tg}"))
+            .await
+            .plain(404, "Not found.");
+
+        let rev = e.data_revision().await;
+        let a = e
+            .put(
+                "/api/permissions/graph",
+                json!({"revision": rev, "groups": {
+                    tg.to_string(): {"1": {"view-data": "unrestricted"}},
+                    other.to_string(): {"1": {"create-queries": "query-builder"}}}}),
+            )
+            .await;
+        assert_eq!(a.status, 400, "{a:?}");
+        assert_eq!(a.json()["errors"]["tenant-group-ids"], json!([tg]), "{a:?}");
+        assert_eq!(e.data_revision().await, rev, "nothing written");
+
+        super::groups::use_tenants(&e, true).await;
+        let graph = e.get("/api/permissions/graph").await.ok();
+        assert!(graph["groups"].get(tg.to_string()).is_some(), "{graph}");
+        e.get(&format!("/api/permissions/graph/group/{tg}"))
+            .await
+            .ok();
+        e.put_data(tg, 1, json!({"view-data": "unrestricted"}), "")
+            .await
+            .ok();
+    }
+}

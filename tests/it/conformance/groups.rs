@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{BOTH, FORBIDDEN, each};
+use mbprov::emulator::EditionName;
 
 fn named<'a>(groups: &'a Value, name: &str) -> &'a Value {
     groups
@@ -255,5 +256,46 @@ async fn f12_enabling_tenants_changes_groups() {
             a.iter()
                 .all(|g| g["magic_group_type"] != "all-external-users")
         }));
+    }
+}
+
+/// Turns `use-tenants` on or off as an administrator would.
+pub async fn use_tenants(e: &super::Emu, on: bool) {
+    let a = e
+        .put("/api/setting/use-tenants", json!({"value": on}))
+        .await;
+    assert!(matches!(a.status, 200 | 204), "{a:?}");
+}
+
+/// Fact 13, P-new `fetch-group-by-id-hides-tenant-group-test`,
+/// `update-and-delete-hide-tenant-group-test` (newest, pro): while `use-tenants` is off a tenant
+/// group is "Not found." on GET/PUT/DELETE and stays as it was; once on, PUT renames it and
+/// DELETE removes it.
+#[tokio::test]
+async fn f13_tenant_group_hidden_while_tenants_off() {
+    for e in each(&[EditionName::Pro], None).await {
+        let g = e
+            .post(
+                "/api/permissions/group",
+                json!({"name": "Tenant Group", "is_tenant_group": true}),
+            )
+            .await
+            .ok()["id"]
+            .as_i64()
+            .expect("an id");
+        let path = format!("/api/permissions/group/{g}");
+        e.get(&path).await.plain(404, "Not found.");
+        e.put(&path, json!({"name": "Renamed Tenant"}))
+            .await
+            .plain(404, "Not found.");
+        e.delete(&path).await.plain(404, "Not found.");
+
+        use_tenants(&e, true).await;
+        let shown = e.get(&path).await.ok();
+        assert_eq!(shown["name"], "Tenant Group", "neither renamed nor deleted");
+        let renamed = e.put(&path, json!({"name": "Renamed Tenant"})).await.ok();
+        assert_eq!(renamed["name"], "Renamed Tenant");
+        e.delete(&path).await.status(204);
+        e.get(&path).await.status(404);
     }
 }
