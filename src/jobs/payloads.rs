@@ -189,7 +189,8 @@ pub struct TenantUpdated {
     #[serde(deserialize_with = "tenant_id")]
     #[schemars(with = "TenantIdSchema")]
     pub tenant_id: String,
-    /// The new display name.
+    /// The tenant's new display name: native tenancy renames the tenant, group tenancy renames
+    /// the collection marked for the tenant to `{tenant_name} Dashboards`.
     #[serde(default)]
     pub tenant_name: Option<String>,
     /// Merged into the tenant's attributes; a `null` value removes that key.
