@@ -386,10 +386,17 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
     // A 403 on the graph (a superuser-only route) is an authentication failure since the
     // error classification of issue 12; what matters here is that the pair fails as one batch
     // with the same class, never split.
-    assert_eq!(head_error.class(), ErrorClass::Authentication, "{head_error}");
+    assert_eq!(
+        head_error.class(),
+        ErrorClass::Authentication,
+        "{head_error}"
+    );
     for t in tasks {
         let e = t.await.unwrap().unwrap_err();
-        assert!(matches!(e, WriteError::Batch { .. }), "merged, not split: {e:?}");
+        assert!(
+            matches!(e, WriteError::Batch { .. }),
+            "merged, not split: {e:?}"
+        );
         assert_eq!(e.class(), head_error.class(), "{e}");
     }
     assert_eq!(
