@@ -1,21 +1,30 @@
 //! `cargo bench --bench provisioning`: what provisioning new tenants costs a Metabase instance
-//! (requests, graph bytes) and how fast one worker does it, on small and large instances.
+//! (requests, graph bytes), how fast a fleet of workers does it, and how long a user waits,
+//! side by side with the article's sequential pattern.
 //!
 //! Each scenario starts the emulator in this process with a fixed latency, seeds N existing
-//! tenants, starts one real `mbprov worker` (the binary cargo built with this bench, in
+//! tenants, starts R real `mbprov worker` replicas (the binary cargo built with this bench, in
 //! `target/release/mbprov`; `MBPROV_BENCH_BIN` points elsewhere), publishes M `tenant.created`
-//! jobs with publisher confirms, waits for their `P:done:<id>` keys in Redis, then reads the
-//! emulator's counters and the worker's peak RSS. One tenant is provisioned before the measured
-//! wave and reported apart: the first write on an instance reads the whole collection graph to
-//! start the collection writer's snapshot, once per instance rather than per tenant. Only 127.0.0.1 is contacted; every scenario
+//! jobs with publisher confirms, records each job's time from its publish to its `P:done:<id>`
+//! key in Redis (p50/p99), then reads the emulator's counters and the replicas' peak RSS, and
+//! finally publishes single tenants one at a time on the idle fleet (median publish→done). One
+//! tenant is provisioned before the measured wave and reported apart: the first write on an
+//! instance reads the whole collection graph to start the collection writer's snapshot, once
+//! per instance rather than per tenant. Before the first scenario's workers start, the
+//! article's sequential pattern ([`baseline`]) provisions a few tenants on the same emulator;
+//! throughput is reported as a ratio to it. Only 127.0.0.1 is contacted; every scenario
 //! removes its queues, exchanges and Redis keys.
 //!
 //! Settings (environment, or the flag in brackets):
-//! - `MBPROV_BENCH_QUICK=1` [`--quick`]: 50 new tenants on 100 and on 1,000 existing.
-//! - `MBPROV_BENCH_SCENARIOS=ISSUE:EXISTING:NEW,...` [`--scenarios`]: e.g. `5:100:300,5:5000:300`.
+//! - `MBPROV_BENCH_QUICK=1` [`--quick`]: 50 new tenants on 1,000 existing with 1 and 2
+//!   replicas, and on 100 existing; a 5-tenant baseline.
+//! - `MBPROV_BENCH_SCENARIOS=ISSUE:EXISTING:NEW[:REPLICAS],...` [`--scenarios`]: e.g.
+//!   `14:2000:300:2,5:5000:300`.
 //! - `MBPROV_BENCH_NEW=M`: new tenants in every scenario.
+//! - `MBPROV_BENCH_BASELINE=K`: tenants of the sequential baseline (default 30, quick 5, 0 none).
 //! - `MBPROV_BENCH_LATENCY_MS` [`--latency-ms`]: emulated latency per request (default 5).
-//! - `MBPROV_BENCH_CONCURRENCY` (default 8), `MBPROV_BENCH_TIMEOUT_S` per scenario (default 300),
+//! - `MBPROV_BENCH_CONCURRENCY` (default 8, per replica), `MBPROV_BENCH_TIMEOUT_S` per scenario
+//!   (default 300),
 //!   `MBPROV_BENCH_WORKER_LOG` the worker's RUST_LOG (default `info`), `MBPROV_BENCH_KEEP_LOGS=1`
 //!   keeps the worker logs in `target/bench-logs/` (they are kept anyway when a scenario fails),
 //!   `MBPROV_BENCH_WORKER_ENV=K=V,K2=V2` extra worker settings, `MBPROV_BENCH_BIN`, `AMQP_URL`,
@@ -24,6 +33,10 @@
 //! Results: a markdown report on stdout and in `target/bench-provisioning.md`; the raw emulator
 //! counters in `target/bench-provisioning.json`.
 
+#[path = "provisioning/baseline.rs"]
+mod baseline;
+#[path = "provisioning/fleet.rs"]
+mod fleet;
 #[path = "provisioning/report.rs"]
 mod report;
 #[path = "provisioning/stack.rs"]
@@ -33,58 +46,60 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use baseline::Baseline;
 use report::Outcome;
 use stack::{BenchResult, Env, Stack, peak_rss_kib, tenant_created};
 
 /// Hard caps, so a typo cannot start an unbounded run.
 const MAX_NEW: u32 = 10_000;
 const MAX_EXISTING: u32 = 100_000;
+const MAX_REPLICAS: u32 = 8;
+/// Single tenants published one at a time on the idle fleet after the wave.
+const IDLE_SAMPLES: u32 = 5;
 
 #[derive(Clone, Copy, Debug)]
 struct Scenario {
     issue: &'static str,
     existing: u32,
     new: u32,
+    /// Worker replicas, each at the same `MBPROV_BENCH_CONCURRENCY`.
+    replicas: u32,
 }
 
-const FULL: [Scenario; 4] = [
+const fn sc(issue: &'static str, existing: u32, new: u32, replicas: u32) -> Scenario {
     Scenario {
-        issue: "3",
-        existing: 2_000,
-        new: 300,
-    },
-    Scenario {
-        issue: "5",
-        existing: 100,
-        new: 300,
-    },
-    Scenario {
-        issue: "5",
-        existing: 1_000,
-        new: 300,
-    },
-    Scenario {
-        issue: "5",
-        existing: 5_000,
-        new: 300,
-    },
+        issue,
+        existing,
+        new,
+        replicas,
+    }
+}
+
+/// Issue 14: replica scaling at 2,000 existing (the sequential baseline runs on the first
+/// scenario's emulator); issues 5/14: requests and graph bytes per tenant at 100 and 5,000.
+const FULL: [Scenario; 5] = [
+    sc("14", 2_000, 300, 1),
+    sc("14", 2_000, 300, 2),
+    sc("14", 2_000, 300, 4),
+    sc("5", 100, 300, 1),
+    sc("5", 5_000, 300, 1),
 ];
 
-const QUICK: [Scenario; 2] = [
-    Scenario {
-        issue: "5",
-        existing: 100,
-        new: 50,
-    },
-    Scenario {
-        issue: "5",
-        existing: 1_000,
-        new: 50,
-    },
+const QUICK: [Scenario; 3] = [
+    sc("14", 1_000, 50, 1),
+    sc("14", 1_000, 50, 2),
+    sc("5", 100, 50, 1),
 ];
+
+/// Tenants the article's sequential pattern provisions for the baseline (one at a time, so
+/// it is the slow part of a run).
+const BASELINE_FULL: u32 = 30;
+const BASELINE_QUICK: u32 = 5;
 
 struct Settings {
     env: Env,
+    /// Tenants of the sequential baseline (`MBPROV_BENCH_BASELINE`, 0 = none).
+    baseline: u32,
     scenarios: Vec<Scenario>,
     timeout: Duration,
     out: PathBuf,
@@ -116,20 +131,27 @@ fn parse_scenarios(spec: &str) -> BenchResult<Vec<Scenario>> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
             let parts: Vec<&str> = s.trim().split(':').collect();
-            let (issue, existing, new) = match parts.as_slice() {
-                [i, e, n] => (*i, *e, *n),
-                [e, n] => ("-", *e, *n),
-                _ => return Err(format!("scenario {s:?} is not ISSUE:EXISTING:NEW")),
+            let (issue, existing, new, replicas) = match parts.as_slice() {
+                [i, e, n, r] => (*i, *e, *n, *r),
+                [i, e, n] => (*i, *e, *n, "1"),
+                [e, n] => ("-", *e, *n, "1"),
+                _ => {
+                    return Err(format!(
+                        "scenario {s:?} is not ISSUE:EXISTING:NEW[:REPLICAS]"
+                    ));
+                }
             };
             let issue: &'static str = match issue {
                 "3" => "3",
                 "5" => "5",
+                "14" => "14",
                 _ => "-",
             };
             Ok(Scenario {
                 issue,
                 existing: number(Some(existing.into()), "EXISTING", 0)?,
                 new: number(Some(new.into()), "NEW", 0)?,
+                replicas: number(Some(replicas.into()), "REPLICAS", 1)?,
             })
         })
         .collect()
@@ -161,14 +183,24 @@ fn settings() -> BenchResult<Settings> {
         scenarios.iter_mut().for_each(|s| s.new = n);
     }
     if scenarios.is_empty()
-        || scenarios
-            .iter()
-            .any(|s| s.new == 0 || s.new > MAX_NEW || s.existing > MAX_EXISTING)
+        || scenarios.iter().any(|s| {
+            s.new == 0
+                || s.new > MAX_NEW
+                || s.existing > MAX_EXISTING
+                || !(1..=MAX_REPLICAS).contains(&s.replicas)
+        })
     {
         return Err(format!(
-            "each scenario needs 1 to {MAX_NEW} new tenants and at most {MAX_EXISTING} existing"
+            "each scenario needs 1 to {MAX_NEW} new tenants, at most {MAX_EXISTING} existing \
+             and 1 to {MAX_REPLICAS} replicas"
         ));
     }
+    let baseline = number(
+        std::env::var("MBPROV_BENCH_BASELINE").ok(),
+        "MBPROV_BENCH_BASELINE",
+        if quick { BASELINE_QUICK } else { BASELINE_FULL },
+    )?
+    .min(MAX_NEW);
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -212,15 +244,36 @@ fn settings() -> BenchResult<Settings> {
     )?);
     Ok(Settings {
         env,
+        baseline,
         scenarios,
         timeout,
         out: target.join("bench-provisioning.md"),
     })
 }
 
-async fn run_scenario(env: &Env, s: Scenario, timeout: Duration) -> BenchResult<Outcome> {
+async fn run_scenario(
+    env: &Env,
+    s: Scenario,
+    timeout: Duration,
+    baseline_tenants: u32,
+) -> BenchResult<(Outcome, Option<Baseline>)> {
     let mut stack = Stack::start(env, s.existing).await?;
-    let result = measure(&mut stack, env, s, timeout).await;
+    // The baseline runs first, on this scenario's emulator, before any worker exists.
+    let baseline = if baseline_tenants > 0 {
+        eprintln!("  sequential baseline: {baseline_tenants} tenants, one at a time");
+        match baseline::run(stack.emulator_url(), &stack.prefix, baseline_tenants).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                stack.teardown().await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let result = measure(&mut stack, env, s, timeout)
+        .await
+        .map(|o| (o, baseline));
     let keep = std::env::var("MBPROV_BENCH_KEEP_LOGS").is_ok_and(|v| v != "0");
     if result.is_ok() && !keep {
         let _ = std::fs::remove_file(&stack.worker_log);
@@ -237,7 +290,9 @@ async fn measure(
     s: Scenario,
     timeout: Duration,
 ) -> BenchResult<Outcome> {
-    stack.start_worker(env).await?;
+    for _ in 0..s.replicas {
+        stack.start_worker(env).await?;
+    }
     // Start-up reads (session, groups) are a fixed cost per process, not per tenant.
     let startup = stack.control("GET", "/_emulator/stats", None).await?;
     stack
@@ -269,14 +324,27 @@ async fn measure(
         .filter_map(|j| j["id"].as_str().map(str::to_string))
         .collect();
     let started = Instant::now();
+    let mut published_at = Vec::with_capacity(jobs.len());
     for job in &jobs {
         stack.publish(job).await?;
+        published_at.push(Instant::now());
     }
     let published = started.elapsed();
+    // Seconds from each job's publish to its done key, filled as they complete.
+    let mut latencies: Vec<Option<f64>> = vec![None; ids.len()];
     let mut dead = 0;
     let mut polls = 0u32;
     let (done, finished) = loop {
-        let done = stack.done_count(&ids).await?;
+        let pending: Vec<usize> = (0..ids.len()).filter(|i| latencies[*i].is_none()).collect();
+        let names: Vec<String> = pending.iter().map(|i| ids[*i].clone()).collect();
+        let flags = stack.done_flags(&names).await?;
+        let now = Instant::now();
+        for (i, is_done) in pending.iter().zip(flags) {
+            if is_done {
+                latencies[*i] = Some(now.duration_since(published_at[*i]).as_secs_f64());
+            }
+        }
+        let done = latencies.iter().filter(|l| l.is_some()).count() as u64;
         if done >= u64::from(s.new) {
             break (done, started.elapsed());
         }
@@ -291,10 +359,16 @@ async fn measure(
             eprintln!("  timed out: {done} of {} done", s.new);
             break (done, started.elapsed());
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let peak_rss_kib = stack.worker_pid().and_then(peak_rss_kib);
+    // Counters of the wave only; the idle samples below are measured for latency alone.
     let stats = stack.control("GET", "/_emulator/stats", None).await?;
+    let idle_seconds = idle_latency(stack, &run, s.new, timeout).await?;
+    let peak_rss_kib = stack
+        .worker_pids()
+        .into_iter()
+        .filter_map(peak_rss_kib)
+        .max();
     if dead == 0 {
         dead = stack.dead_letters().await?;
     }
@@ -305,7 +379,9 @@ async fn measure(
             .filter(|g| {
                 g["name"]
                     .as_str()
-                    .is_some_and(|n| n.starts_with("Tenant: bench-") && n != "Tenant: bench-0")
+                    .and_then(|n| n.strip_prefix("Tenant: bench-"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| (1..=s.new).contains(&n))
             })
             .count() as u64
     });
@@ -327,7 +403,38 @@ async fn measure(
         seconds: finished.as_secs_f64(),
         peak_rss_kib,
         stats,
+        replicas: s.replicas,
+        latencies: latencies.into_iter().flatten().collect(),
+        idle_seconds,
     })
+}
+
+/// Publishes [`IDLE_SAMPLES`] single tenants one after the other on the now idle fleet and
+/// returns the median time from publish to done.
+async fn idle_latency(
+    stack: &mut Stack,
+    run: &str,
+    after: u32,
+    timeout: Duration,
+) -> BenchResult<Option<f64>> {
+    let mut samples = Vec::new();
+    for k in 1..=IDLE_SAMPLES {
+        let job = tenant_created(run, after + k);
+        let id = job["id"].as_str().unwrap_or_default().to_string();
+        let sent = Instant::now();
+        stack.publish(&job).await?;
+        loop {
+            if stack.done_flags(std::slice::from_ref(&id)).await?[..] == [true] {
+                samples.push(sent.elapsed().as_secs_f64());
+                break;
+            }
+            if sent.elapsed() > timeout {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(fleet::quantile(&samples, 0.5))
 }
 
 async fn bench() -> BenchResult<()> {
@@ -340,20 +447,30 @@ async fn bench() -> BenchResult<()> {
     }
     eprintln!("worker binary: {}", settings.env.bin.display());
     let mut outcomes = Vec::new();
-    for s in &settings.scenarios {
+    let mut baseline: Option<Baseline> = None;
+    for (i, s) in settings.scenarios.iter().enumerate() {
         eprintln!(
-            "issue {}: {} new tenants on {} existing, {} ms latency",
-            s.issue, s.new, s.existing, settings.env.latency_ms
+            "issue {}: {} new tenants on {} existing, {} replica(s), {} ms latency",
+            s.issue, s.new, s.existing, s.replicas, settings.env.latency_ms
         );
-        match run_scenario(&settings.env, *s, settings.timeout).await {
-            Ok(o) => outcomes.push(o),
+        let baseline_tenants = if i == 0 { settings.baseline } else { 0 };
+        match run_scenario(&settings.env, *s, settings.timeout, baseline_tenants).await {
+            Ok((o, b)) => {
+                outcomes.push(o);
+                baseline = baseline.or(b);
+            }
             Err(e) => eprintln!("  scenario failed: {e}"),
         }
     }
     if outcomes.is_empty() {
         return Err("no scenario completed".into());
     }
-    let md = report::markdown(&outcomes, settings.env.latency_ms, settings.env.concurrency);
+    let mut md = report::markdown(&outcomes, settings.env.latency_ms, settings.env.concurrency);
+    md.push_str(&fleet::markdown(
+        &outcomes,
+        baseline.as_ref(),
+        settings.env.latency_ms,
+    ));
     println!("{md}");
     std::fs::write(&settings.out, &md).map_err(|e| format!("{}: {e}", settings.out.display()))?;
     eprintln!("written to {}", settings.out.display());

@@ -67,9 +67,10 @@ pub struct WorkerArgs {
     /// How long a job waits for a graph lock before failing transiently.
     #[arg(long, env = "MBPROV_LOCK_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub lock_wait: Duration,
-    /// After a job hands its graph change to this process's writer, how long the writer waits for
-    /// other jobs' changes to merge into the same write.
-    #[arg(long, env = "MBPROV_BATCH_LINGER", default_value = "25ms", value_parser = parse_duration)]
+    /// Optional extra wait, after the first change of a batch, for other jobs' changes to merge
+    /// into the same write. 0 (the default): write at once when no write of that graph is in
+    /// flight; changes arriving during a write are merged into the next one anyway.
+    #[arg(long, env = "MBPROV_BATCH_LINGER", default_value = "0ms", value_parser = parse_duration)]
     pub batch_linger: Duration,
     /// Lifetime of a graph lock without its holder extending it (a crashed holder's lock frees after it).
     #[arg(long, env = "MBPROV_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]

@@ -4,11 +4,15 @@
 //! The lock is one key set with `SET NX PX` to a random token. A watchdog task extends it while
 //! the holder works; extension and release are Lua compare-and-act scripts, so a holder whose
 //! lock expired never extends or deletes the lock of whoever took it next. A lock whose holder
-//! crashed frees itself after its ttl. Because a paused holder can still lose the lock, callers
+//! crashed frees itself after its ttl. A release publishes on `<key>:released`; a waiter
+//! subscribed there (when the lock was given a client, [`RedisLock::with_release_signal`]) tries
+//! again at once instead of sleeping, and keeps a bounded poll as a safety net for a holder that
+//! crashed (its lock expires by ttl, and nobody publishes). Because a paused holder can still lose the lock, callers
 //! select on [`LockGuard::lost`] and the Metabase revision check stays the real fence.
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use rand::Rng;
 use redis::Script;
 use redis::aio::ConnectionManager;
@@ -21,6 +25,11 @@ use crate::ops::metrics;
 /// First pause after finding the lock taken; doubled after each miss up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
+/// Cap of the safety-net poll of a waiter that is subscribed to the release signal: the signal
+/// wakes it on every release, the poll only catches a lock freed by its ttl.
+pub const SIGNALLED_POLL: Duration = Duration::from_secs(1);
+/// Longest wait for a subscription; past it the waiter just polls.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `PEXPIRE` only while the key still holds our token.
 const EXTEND_SCRIPT: &str = r#"
@@ -30,10 +39,13 @@ end
 return 0
 "#;
 
-/// `DEL` only while the key still holds our token.
+/// `DEL` only while the key still holds our token, then tell the waiters (`PUBLISH` on the
+/// channel in ARGV[2]; a channel is not a key, so it is an argument).
 const RELEASE_SCRIPT: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  local deleted = redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], '1')
+  return deleted
 end
 return 0
 "#;
@@ -74,6 +86,11 @@ pub struct RedisLock {
     conn: ConnectionManager,
     key: String,
     ttl: Duration,
+    /// Opens the dedicated connection a waiter subscribes on (a multiplexed connection cannot
+    /// carry a subscription). `None`: waiters poll with backoff.
+    signal: Option<redis::Client>,
+    /// Cap of the safety-net poll while subscribed.
+    signalled_poll: Duration,
 }
 
 impl RedisLock {
@@ -81,7 +98,50 @@ impl RedisLock {
     pub fn new(conn: ConnectionManager, key: String, ttl: Duration) -> Self {
         // Redis rejects PX 0, and the watchdog needs a positive period.
         let ttl = ttl.max(Duration::from_millis(3));
-        RedisLock { conn, key, ttl }
+        RedisLock {
+            conn,
+            key,
+            ttl,
+            signal: None,
+            signalled_poll: SIGNALLED_POLL,
+        }
+    }
+
+    /// Waiters subscribe to the release signal through connections of `client`, and poll about
+    /// every `safety_poll` (for a lock freed by its ttl) instead of backing off up to
+    /// [`MAX_BACKOFF`].
+    pub fn with_release_signal(mut self, client: redis::Client, safety_poll: Duration) -> Self {
+        self.signal = Some(client);
+        self.signalled_poll = safety_poll.max(MIN_BACKOFF);
+        self
+    }
+
+    /// The channel a release publishes on.
+    pub fn release_channel(&self) -> String {
+        format!("{}:released", self.key)
+    }
+
+    /// A subscription to the release channel, or `None` (logged) when it cannot be had: the
+    /// waiter then polls, as without a signal.
+    async fn subscribe(&self) -> Option<redis::aio::PubSub> {
+        let client = self.signal.as_ref()?;
+        let channel = self.release_channel();
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, attempt).await {
+            Ok(Ok(pubsub)) => Some(pubsub),
+            Ok(Err(e)) => {
+                tracing::debug!(key = %self.key, error = %e, "no release signal; polling the lock");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(key = %self.key, "release signal timed out; polling the lock");
+                None
+            }
+        }
     }
 
     pub fn key(&self) -> &str {
@@ -99,6 +159,10 @@ impl RedisLock {
         let token = uuid::Uuid::new_v4().to_string();
         let mut backoff = MIN_BACKOFF;
         let mut conn = self.conn.clone();
+        // Subscribed after the first miss; the next SET NX runs after the subscription exists,
+        // so a release between the miss and the subscription is not missed.
+        let mut subscription: Option<redis::aio::PubSub> = None;
+        let mut tried_subscribing = false;
         loop {
             let attempt_started = Instant::now();
             let taken: Option<String> = redis::cmd("SET")
@@ -126,8 +190,34 @@ impl RedisLock {
                     waited: started.elapsed(),
                 });
             }
-            tokio::time::sleep(jittered(backoff).min(deadline - now)).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            if !tried_subscribing {
+                tried_subscribing = true;
+                subscription = self.subscribe().await;
+                if subscription.is_some() {
+                    continue;
+                }
+            }
+            match subscription.as_mut() {
+                Some(pubsub) => {
+                    // Every release wakes this waiter; the poll only catches a lock freed by its
+                    // ttl (a crashed holder), so it need not be frequent.
+                    let pause = jittered(self.signalled_poll).min(deadline - now);
+                    let mut released = pubsub.on_message();
+                    let closed = tokio::select! {
+                        message = released.next() => message.is_none(),
+                        _ = tokio::time::sleep(pause) => false,
+                    };
+                    drop(released);
+                    if closed {
+                        // The subscription's connection closed: poll from now on.
+                        subscription = None;
+                    }
+                }
+                None => {
+                    tokio::time::sleep(jittered(backoff).min(deadline - now)).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
         }
     }
 
@@ -208,6 +298,7 @@ impl LockGuard {
         let deleted: i64 = Script::new(RELEASE_SCRIPT)
             .key(&self.lock.key)
             .arg(&self.token)
+            .arg(self.lock.release_channel())
             .invoke_async(&mut conn)
             .await
             .map_err(|source| self.lock.redis_error(source))?;

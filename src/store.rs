@@ -24,7 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::{Classify, ErrorClass};
 use crate::graph::snapshot::{Row, Snapshot};
-use crate::lock::RedisLock;
+use crate::lock::{RedisLock, SIGNALLED_POLL};
 use crate::metabase::models::CollectionKey;
 
 /// Moves the stored snapshot from one revision to the next, only if it is still at the first:
@@ -88,6 +88,8 @@ impl Classify for StoreError {
 #[derive(Clone)]
 pub struct JobStore {
     conn: ConnectionManager,
+    /// Opens the dedicated connections lock waiters subscribe on (release signal).
+    client: redis::Client,
     prefix: String,
     done_ttl: Duration,
 }
@@ -99,11 +101,12 @@ impl JobStore {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECTION_TIMEOUT));
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(StoreError::Connect)?;
         Ok(JobStore {
             conn,
+            client,
             prefix: prefix.to_owned(),
             done_ttl: DONE_TTL,
         })
@@ -306,6 +309,7 @@ impl JobStore {
             format!("{}:lock:entity:{name}", self.prefix),
             ttl,
         )
+        .with_release_signal(self.client.clone(), SIGNALLED_POLL)
     }
 
     /// The lock around writes of a permission graph (`data` or `collection`):
@@ -316,6 +320,7 @@ impl JobStore {
             format!("{}:lock:graph:{graph}", self.prefix),
             ttl,
         )
+        .with_release_signal(self.client.clone(), SIGNALLED_POLL)
     }
 
     fn creation_bumps_key(&self) -> String {

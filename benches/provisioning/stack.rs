@@ -40,7 +40,8 @@ pub struct Stack {
     pub prefix: String,
     emulator: Option<RunningEmulator>,
     emulator_url: String,
-    worker: Option<Child>,
+    /// Worker replicas, in start order.
+    workers: Vec<Child>,
     pub worker_log: PathBuf,
     broker: Broker,
     redis: redis::aio::MultiplexedConnection,
@@ -80,7 +81,7 @@ impl Stack {
             prefix,
             emulator: Some(emulator),
             emulator_url,
-            worker: None,
+            workers: Vec::new(),
             worker_log,
             broker,
             redis,
@@ -125,9 +126,16 @@ impl Stack {
             .map_err(|e| format!("emulator {path}: {e}"))
     }
 
-    /// Starts the worker and waits until it consumes the work queue.
+    pub fn emulator_url(&self) -> &str {
+        &self.emulator_url
+    }
+
+    /// Starts one more worker replica and waits until it consumes the work queue.
     pub async fn start_worker(&mut self, env: &Env) -> BenchResult<()> {
-        let log = std::fs::File::create(&self.worker_log)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.worker_log)
             .map_err(|e| format!("{}: {e}", self.worker_log.display()))?;
         let child = Command::new(&env.bin)
             .arg("worker")
@@ -150,10 +158,11 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("start {}: {e}", env.bin.display()))?;
-        self.worker = Some(child);
+        self.workers.push(child);
+        let wanted = self.workers.len() as u32;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(w) = self.worker.as_mut()
+            if let Some(w) = self.workers.last_mut()
                 && let Ok(Some(status)) = w.try_wait()
             {
                 return Err(format!(
@@ -161,7 +170,7 @@ impl Stack {
                     self.worker_log.display()
                 ));
             }
-            if self.broker.consumer_count().await.unwrap_or(0) >= 1 {
+            if self.broker.consumer_count().await.unwrap_or(0) >= wanted {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -171,8 +180,9 @@ impl Stack {
         }
     }
 
-    pub fn worker_pid(&self) -> Option<u32> {
-        self.worker.as_ref().and_then(Child::id)
+    /// Process ids of the running replicas.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(Child::id).collect()
     }
 
     /// Publishes with publisher confirms, the way `mbprov publish` does.
@@ -210,22 +220,35 @@ impl Stack {
         Ok(stats.last().map_or(0, |s| s.messages))
     }
 
-    /// SIGTERM, then a kill if it has not stopped within 15 s.
+    /// SIGTERM to every replica, then a kill for one not stopped within 15 s.
     pub async fn stop_worker(&mut self) {
-        let Some(mut child) = self.worker.take() else {
-            return;
-        };
-        if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+        let children: Vec<Child> = self.workers.drain(..).collect();
+        for child in &children {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
         }
-        if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        for mut child in children {
+            if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// Which of these jobs Redis records as done (`P:done:<id>`), one flag per id.
+    pub async fn done_flags(&mut self, ids: &[String]) -> BenchResult<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.exists(format!("{}:done:{id}", self.prefix));
+        }
+        pipe.query_async(&mut self.redis)
             .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
+            .map_err(|e| format!("redis EXISTS: {e}"))
     }
 
     /// Stops everything and deletes the prefix's queues, exchanges and Redis keys.

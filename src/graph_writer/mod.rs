@@ -1,7 +1,8 @@
 //! The one way mbprov writes a permission graph: coalesced, locked, revision-fenced, verified.
 //!
 //! Each graph has one writer task per process. Jobs hand it their change and wait. The task
-//! takes every change waiting at that moment (group commit), merges them in arrival order (later
+//! writes at once when idle, and takes every change that queued while its previous write was in
+//! flight as the next batch (group commit without idle waiting), merges them in arrival order (later
 //! wins), and under the graph's Redis lock reads the current revision, PUTs a partial body, and
 //! on a 409 or 500 (two writers racing on the revision row) re-reads and re-applies. It never
 //! sends `force`: the revision is what keeps other replicas' and administrators' changes.
@@ -129,7 +130,9 @@ pub struct WriterConfig {
     pub admin_group: i64,
     pub lock_ttl: Duration,
     pub lock_wait: Duration,
-    /// After the first change of a batch arrives, how long to wait for more before writing.
+    /// Upper bound on an extra wait for more changes after the first of a batch
+    /// (`MBPROV_BATCH_LINGER`). Zero writes at once: batching then comes only from the changes
+    /// that queued while the previous write was in flight.
     pub batch_linger: Duration,
     /// Longest one write may hold a graph lock (`MBPROV_GRAPH_LOCK_BUDGET`); past it the
     /// write is abandoned, the lock released, and the jobs retried later.
@@ -395,17 +398,21 @@ async fn run<K: Kind>(
     let mut rx = queue.lock().await;
     let kind = K::default();
     while let Some(first) = rx.recv().await {
+        // Group commit without idle waiting: this task writes one batch at a time, so whatever
+        // queued while the previous write was in flight is taken now, and a change arriving at
+        // an idle writer is written at once. The optional linger only adds a bounded wait.
         let mut batch = vec![first];
-        // Jobs of one wave reach the writer a few milliseconds apart; a short wait lets one
-        // locked read-modify-write carry all of them.
-        let deadline = tokio::time::Instant::now() + core.config.batch_linger;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => batch.push(p),
+        drain_ready(&mut rx, &mut batch);
+        if !core.config.batch_linger.is_zero() {
+            let deadline = tokio::time::Instant::now() + core.config.batch_linger;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => {
+                        batch.push(p);
+                        drain_ready(&mut rx, &mut batch);
+                    }
                     _ => break,
-                },
+                }
             }
         }
         batches.fetch_add(1, Ordering::SeqCst);
@@ -428,6 +435,16 @@ async fn run<K: Kind>(
                 Err(e) => tracing::debug!(graph = K::NAME, batch = size, error = %e, "graph change failed"),
             });
             let _ = reply.send(result);
+        }
+    }
+}
+
+/// Moves every change already waiting into `batch`, up to [`MAX_BATCH`], without waiting.
+fn drain_ready<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
         }
     }
 }

@@ -201,6 +201,49 @@ async fn acquisition_waits_for_a_release() {
     assert_eq!(second.release().await.unwrap(), Release::Released);
 }
 
+/// A waiter subscribed to the release signal takes the lock as soon as it is released, not at
+/// its next poll: its safety-net poll is an hour and the holder's ttl a minute, so only the
+/// signal can wake it before the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_learns_of_the_release_without_polling() {
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let lock = RedisLock::new(conn().await, fresh_key("signal"), Duration::from_secs(60))
+        .with_release_signal(client, Duration::from_secs(3600));
+    let holder = lock.acquire(Duration::ZERO).await.unwrap();
+    let waiter = {
+        let lock = lock.clone();
+        tokio::spawn(async move { lock.acquire(Duration::from_secs(7200)).await })
+    };
+    // Release only once the waiter listens, so the test shows the signal and not a lucky first try.
+    let mut c = conn().await;
+    let channel = lock.release_channel();
+    let started = Instant::now();
+    loop {
+        let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async::<Vec<(String, u64)>>(&mut c)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        if subscribers == 1 {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "the waiter never subscribed");
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiter.is_finished(), "the lock is still held");
+    assert_eq!(holder.release().await.unwrap(), Release::Released);
+    let second = tokio::time::timeout(DEADLINE, waiter)
+        .await
+        .expect("the waiter slept through the release")
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.release().await.unwrap(), Release::Released);
+    let _: () = c.del(lock.key()).await.unwrap();
+}
+
 /// A TCP relay to Redis that the test can cut, to simulate an outage seen by one process only.
 struct Relay {
     addr: std::net::SocketAddr,
