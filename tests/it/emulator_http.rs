@@ -17,8 +17,6 @@ struct Emu {
     http: reqwest::Client,
 }
 
-/// A response reduced to what the tests compare.
-
 async fn start(opts: EmulatorOptions) -> Emu {
     let running = spawn(opts).await.expect("emulator starts");
     Emu {
