@@ -72,12 +72,22 @@ pub async fn teardown(prefix: &str) {
 }
 
 /// Polls `check` until it returns `Some`, failing the test after 20 seconds.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    eventually_within(what, Duration::from_secs(20), check).await
+}
+
+/// [`eventually`] with its own bound, for waits that include the worker's reconnect backoff
+/// (exponential from 200 ms, so a few failed attempts under load can pass 20 seconds).
+pub async fn eventually_within<T, F, Fut>(what: &str, bound: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + bound;
     loop {
         if let Some(v) = check().await {
             return v;
