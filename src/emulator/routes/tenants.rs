@@ -71,12 +71,7 @@ pub async fn get_one(
 ) -> ApiResult<Json<Value>> {
     require_feature(&app)?;
     let db = app.state.lock().await;
-    let t = db
-        .tenancy
-        .tenants
-        .get(&id)
-        .ok_or_else(ApiError::not_found)?;
-    Ok(Json(db.tenant_json(t)))
+    Ok(Json(db.tenant_answer(id)?))
 }
 
 /// Closed schemas: an undeclared key is a 400 (`CreateTenantArguments`, `UpdateTenantArguments`).
@@ -104,12 +99,7 @@ pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiRes
     let attributes = crate::emulator::state::tenant_attributes(body.get("attributes"))?.flatten();
     let mut db = app.state.lock().await;
     let id = db.create_tenant(&name, &slug, attributes)?;
-    let t = db
-        .tenancy
-        .tenants
-        .get(&id)
-        .ok_or_else(ApiError::not_found)?;
-    Ok(Json(db.tenant_json(t)))
+    Ok(Json(db.tenant_answer(id)?))
 }
 
 pub async fn update(
@@ -132,12 +122,7 @@ pub async fn update(
     };
     let mut db = app.state.lock().await;
     db.update_tenant(id, patch)?;
-    let t = db
-        .tenancy
-        .tenants
-        .get(&id)
-        .ok_or_else(ApiError::not_found)?;
-    Ok(Json(db.tenant_json(t)))
+    Ok(Json(db.tenant_answer(id)?))
 }
 
 /// `PUT /api/setting/use-tenants {"value": bool}` (the generic setting endpoint; the setting

@@ -331,6 +331,16 @@ impl State {
             .count()
     }
 
+    /// The answer of the tenant routes: tenant `id` as Metabase renders it, or 404.
+    pub fn tenant_answer(&self, id: i64) -> ApiResult<serde_json::Value> {
+        let t = self
+            .tenancy
+            .tenants
+            .get(&id)
+            .ok_or_else(ApiError::not_found)?;
+        Ok(self.tenant_json(t))
+    }
+
     pub fn tenant_json(&self, t: &TenantRec) -> serde_json::Value {
         json!({
             "id": t.id,
