@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use crate::error::{Classify, ErrorClass};
+use crate::error::Classify;
 use crate::graph::CollectionOp;
 use crate::graph::tenant_marker::{Candidate, Pick, is_marked_for, new_description, pick};
 use crate::jobs::policy::{self, BuiltinGroups};
@@ -178,10 +178,11 @@ pub(super) async fn create(core: &Core, t: &TenantCollection) -> Result<i64, Met
 /// refusal or a request that provably never left (a 5xx may come after the insert; a timeout
 /// or a connection broken after sending tells nothing).
 pub(super) fn may_have_applied(e: &MetabaseError) -> bool {
-    if matches!(e, MetabaseError::NotSent { .. }) {
-        return false;
+    match e {
+        MetabaseError::NotSent { .. } => false,
+        MetabaseError::Status { status, .. } => !(400..500).contains(status),
+        _ => true,
     }
-    !e.status().is_some_and(|s| (400..500).contains(&s)) || e.class() == ErrorClass::OutcomeUnknown
 }
 
 /// The cached collection, if one GET shows it is still live, under the parent, and marked for

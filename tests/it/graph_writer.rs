@@ -62,8 +62,9 @@ async fn setup_with_budget(lock_budget: Duration) -> Setup {
     }
 }
 
-async fn data_puts(url: &str) -> u64 {
-    let stats: Value = reqwest::Client::new()
+/// The emulator's counters (`GET /_emulator/stats`).
+async fn stats(url: &str) -> Value {
+    reqwest::Client::new()
         .get(format!("{url}/_emulator/stats"))
         .header("x-api-key", KEY)
         .send()
@@ -71,8 +72,11 @@ async fn data_puts(url: &str) -> u64 {
         .unwrap()
         .json()
         .await
-        .unwrap();
-    stats["graph_puts"]["data"].as_u64().unwrap()
+        .unwrap()
+}
+
+async fn data_puts(url: &str) -> u64 {
+    stats(url).await["graph_puts"]["data"].as_u64().unwrap()
 }
 
 async fn wait_for_backlog(s: &Setup, n: usize) {
@@ -330,16 +334,7 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
 }
 
 async fn requests(url: &str, route: &str) -> u64 {
-    let stats: Value = reqwest::Client::new()
-        .get(format!("{url}/_emulator/stats"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["requests"][route].as_u64().unwrap_or(0)
+    stats(url).await["requests"][route].as_u64().unwrap_or(0)
 }
 
 /// Only a 400 depends on the content of a merged write; a 404 (or 401, 403, 5xx) would fail
