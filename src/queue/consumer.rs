@@ -269,23 +269,35 @@ impl Session {
                 ));
                 continue;
             }
+            // While every slot is busy the gate may close (breaker, pause): waiting for a slot
+            // must not keep the consumer alive, so a closing gate sends this delivery back and
+            // the loop's top cancels the consumer.
             let slot = tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 slot = slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => slot,
+                    Ok(slot) => Ok(slot),
+                    Err(_) => return None,
+                },
+                closed = gate.wait_for(|g| !g.is_open()) => match closed {
+                    Ok(state) => Err(first_hold(&state)),
                     Err(_) => return None,
                 },
             };
-            if let Some(hold) = first_hold(&gate.borrow()) {
-                inflight.spawn(send_back_task(
-                    delivery,
-                    job,
-                    hold,
-                    settler.clone(),
-                    broken.clone(),
-                ));
-                continue;
-            }
+            let slot = match (slot, first_hold(&gate.borrow())) {
+                (Ok(slot), None) => slot,
+                (Ok(_), Some(hold)) | (Err(Some(hold)), _) | (Err(None), Some(hold)) => {
+                    inflight.spawn(send_back_task(
+                        delivery,
+                        job,
+                        hold,
+                        settler.clone(),
+                        broken.clone(),
+                    ));
+                    continue;
+                }
+                // wait_for only resolves on a closed gate, which has a hold.
+                (Err(None), None) => return Some("the intake gate closed without a hold".into()),
+            };
             inflight.spawn(process(
                 delivery,
                 job,
