@@ -16,6 +16,9 @@
 //!   revision on this instance (`confirmed` or `refuted`), kept for a day
 //! - `P:map:tenant-collection:<tenant id>` the cached id of a tenant's collection (the marker
 //!   in Metabase is the truth; see `graph::tenant_marker`)
+//! - `P:graph:<graph>:pending`, `P:graph:<graph>:result:<id>` and the channel
+//!   `P:graph:<graph>:results`: the changes waiting for a graph write and their outcomes,
+//!   shared by every replica (see `graph_writer::pending`)
 
 use std::time::Duration;
 
@@ -125,6 +128,11 @@ impl JobStore {
     /// The shared connection, for callers that need Redis beyond this API.
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A client for dedicated connections (subscriptions), which a multiplexed one cannot carry.
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
     }
 
     /// Whether Redis answers, for `/readyz`.

@@ -7,7 +7,7 @@ use crate::metabase::models::{
 };
 
 /// One wish about the collection graph.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CollectionOp {
     /// One group's access to one collection.
     Set {

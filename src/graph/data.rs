@@ -9,7 +9,7 @@ use super::granular::{merge, satisfies};
 
 /// One job's wish for the data graph: explicit values per group and database, and the sandboxes
 /// that go with them. Only what is named here is sent; nothing else changes.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataChange {
     pub groups: DataGroups,
     pub sandboxes: Vec<Sandbox>,

@@ -26,7 +26,7 @@ use super::tenant_rename::TenantRename;
 use super::{Attempt, CollectionKind, Core, Kind, WriteError, is_conflict};
 
 /// What a job hands the collection writer.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum CollectionWork {
     /// A tenant's collection, found or created, granted and isolated in one trip.
     Tenant(TenantCollection),
@@ -39,6 +39,12 @@ impl Kind for CollectionKind {
     type Change = CollectionWork;
     type Output = Option<i64>;
     const NAME: &'static str = "collection";
+
+    fn replayed(change: &mut CollectionWork) {
+        if let CollectionWork::Tenant(t) = change {
+            t.replayed();
+        }
+    }
 
     fn output(change: &CollectionWork) -> Option<i64> {
         match change {
@@ -103,9 +109,13 @@ impl Kind for CollectionKind {
         let mut cache = SnapshotCache::load(core, &ops, &parents).await;
 
         // Create the missing ones, one at a time; two jobs of one tenant in this batch (a
-        // duplicate delivery, a re-sent message) share one.
+        // duplicate delivery, a re-sent message, a change replayed after its holder died) share
+        // one, whether it was found or made here.
         let mut made = BTreeSet::new();
-        let mut made_for: BTreeMap<(&str, Option<i64>), i64> = BTreeMap::new();
+        let mut made_for: BTreeMap<(&str, Option<i64>), i64> = tenants
+            .iter()
+            .filter_map(|t| Some(((t.tenant_id.as_str(), t.parent), t.resolved()?)))
+            .collect();
         for t in missing {
             if let Some(id) = made_for.get(&(t.tenant_id.as_str(), t.parent)) {
                 t.resolve(*id);

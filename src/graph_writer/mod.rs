@@ -1,20 +1,30 @@
-//! The one way mbprov writes a permission graph: coalesced, locked, revision-fenced, verified.
+//! The one way mbprov writes a permission graph: coalesced across the fleet, locked,
+//! revision-fenced, verified.
 //!
-//! Each graph has one writer task per process. Jobs hand it their change and wait. The task
-//! writes at once when idle, and takes every change that queued while its previous write was in
-//! flight as the next batch (group commit without idle waiting), merges them in arrival order (later
-//! wins), and under the graph's Redis lock reads the current revision, PUTs a partial body, and
-//! on a 409 or 500 (two writers racing on the revision row) re-reads and re-applies. It never
-//! sends `force`: the revision is what keeps other replicas' and administrators' changes.
+//! A job's change goes into the graph's queue in Redis ([`pending`]), shared by every replica,
+//! and the job waits for its outcome ([`waiters`]). Each process has one writer task per graph
+//! that competes for the graph's Redis lock while any change of its own waits; whoever holds
+//! the lock takes every change waiting, from every replica, in arrival order, merges them (later
+//! wins), writes them in one partial PUT under the revision fence, verifies, and settles each
+//! change's outcome for its job, wherever it runs. So a write is sent at once when none is in
+//! flight, and what arrives while one is goes into the next: group commit across replicas
+//! without idle waiting. A waiter learns of the lock's release from its signal (see
+//! [`crate::lock`]), and a job whose change was written by another replica hears of it at once.
+//! It never sends `force`: the revision is what keeps administrators' changes.
 //!
-//! Time under the lock is bounded ([`WriterConfig::lock_budget`]), and a pause before another
-//! attempt is taken with the lock released. A merged write Metabase refuses with a 400 (or that
-//! the policy refuses) is split in halves and retried, so only the jobs whose change caused it
-//! fail; any other failure (401, 403, 404, 5xx, a timeout) is the same for every half, so the
-//! batch fails as a whole and is retried.
+//! On a 409 or 500 (a writer outside mbprov racing on the revision row) the holder re-reads and
+//! re-applies, pausing with the lock held: the changes queued behind must not overtake the ones
+//! in hand. Each attempt is bounded by [`WriterConfig::lock_budget`]. A merged write Metabase
+//! refuses with a 400 (or that the policy refuses) is split in halves and retried, so only the
+//! jobs whose change caused it fail; any other failure (401, 403, 404, 5xx, a timeout) is the
+//! same for every half, so the batch fails as a whole and its jobs are retried. A holder that
+//! dies or loses the lock leaves its changes queued, and the next holder writes them (every
+//! change sets absolute values, so writing one twice is harmless). A job that hears nothing
+//! withdraws its change and is retried; a change whose job can no longer be waiting is dropped,
+//! never written late.
 //!
-//! The tasks are supervised: a task that panics is restarted (the jobs of the batch in hand
-//! fail as transient and are retried), and [`GraphWriter::healthy`] turns false when one keeps
+//! The tasks are supervised: a task that panics is restarted (the changes in hand stay queued
+//! and are written by the next holder), and [`GraphWriter::healthy`] turns false when one keeps
 //! dying, for readiness.
 //!
 //! Modules: [`data`] writes the data graph; [`collection`] the collection graph, including a
@@ -23,17 +33,19 @@
 
 mod collection;
 mod data;
+mod holder;
+mod pending;
 mod snapshot_cache;
 mod tenant;
 mod tenant_rename;
+mod waiters;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand::Rng;
-use tokio::sync::{Mutex, mpsc, oneshot};
-use tracing::Instrument;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Classify, ErrorClass};
 use crate::graph::data::DataChange;
@@ -42,7 +54,10 @@ use crate::graph::{CollectionOp, Features};
 use crate::lock::{LockError, LockGuard};
 use crate::metabase::models::Version;
 use crate::metabase::{MetabaseClient, MetabaseError};
-use crate::store::JobStore;
+use crate::store::{JobStore, StoreError};
+
+use pending::PendingLog;
+use waiters::Waiters;
 
 pub use collection::CollectionWork;
 pub use tenant::TenantCollection;
@@ -53,8 +68,7 @@ pub mod tenant_collection {
     pub use super::tenant::{find_for_deletion, forget};
 }
 
-/// Attempts (each under a fresh hold of the lock, after a pause) before the write is given back
-/// to the queue as transient.
+/// Attempts (each after a pause) before the write is given back to the queue as transient.
 const MAX_CONFLICTS: u32 = 8;
 /// Most changes merged into one write.
 const MAX_BATCH: usize = 64;
@@ -62,6 +76,14 @@ const MAX_BATCH: usize = 64;
 /// writer reports itself unhealthy: restarting it would only fail the same jobs again.
 const MAX_PANICS: u32 = 5;
 const PANIC_WINDOW: Duration = Duration::from_secs(60);
+/// How often a waiting job reads its stored outcome, in case it missed the announcement.
+const OUTCOME_POLL: Duration = Duration::from_secs(1);
+/// Pause of a writer task that could not ask for the lock (Redis unreachable).
+const LOCK_ERROR_PAUSE: Duration = Duration::from_millis(500);
+/// Margin past a job's longest wait after which its queued change is dropped unwritten: its
+/// job has given up (and withdrawn it, unless it died), and a late write could undo newer
+/// changes. It also covers clock skew between Redis and the holder.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
 /// Test hook (documented in the README as test-only): `data` or `collection` makes that writer
 /// task panic on its first batch, to prove supervision.
@@ -88,6 +110,17 @@ pub enum WriteError {
     Policy(String),
     #[error("the graph writer has stopped")]
     Stopped,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// No replica settled the change in time; it was withdrawn and the job is retried.
+    #[error("{graph} graph: no outcome within {waited:?}; the change was withdrawn")]
+    Unconfirmed {
+        graph: &'static str,
+        waited: Duration,
+    },
+    /// A change or an output that does not cross Redis (a bug, not the job's input).
+    #[error("{graph} graph: cannot encode the change: {detail}")]
+    Encoding { graph: &'static str, detail: String },
     /// The failure of a merged write, shared by each job in it.
     #[error("{message}")]
     Batch { class: ErrorClass, message: String },
@@ -98,9 +131,12 @@ impl Classify for WriteError {
         match self {
             WriteError::Metabase(e) => e.class(),
             WriteError::Lock(e) => e.class(),
-            WriteError::Contended { .. } | WriteError::Stopped | WriteError::OverBudget { .. } => {
-                ErrorClass::Transient
-            }
+            WriteError::Store(e) => e.class(),
+            WriteError::Contended { .. }
+            | WriteError::Stopped
+            | WriteError::OverBudget { .. }
+            | WriteError::Unconfirmed { .. } => ErrorClass::Transient,
+            WriteError::Encoding { .. } => ErrorClass::Permanent,
             // Another writer may have changed the cells between our write and the read-back.
             WriteError::Unverified { .. } => ErrorClass::Transient,
             WriteError::Policy(_) => ErrorClass::Permanent,
@@ -134,20 +170,49 @@ pub struct WriterConfig {
     /// (`MBPROV_BATCH_LINGER`). Zero writes at once: batching then comes only from the changes
     /// that queued while the previous write was in flight.
     pub batch_linger: Duration,
-    /// Longest one write may hold a graph lock (`MBPROV_GRAPH_LOCK_BUDGET`); past it the
-    /// write is abandoned, the lock released, and the jobs retried later.
+    /// Longest one write attempt may take under a graph lock (`MBPROV_GRAPH_LOCK_BUDGET`);
+    /// past it the attempt is abandoned and the batch's jobs retried later.
     pub lock_budget: Duration,
 }
 
-struct Pending<C, O> {
-    change: C,
-    /// The submitting job's span, so the outcome is logged with its job id, kind and tenant,
-    /// and the write's span joins the job's trace (`trace::batch_span`).
-    span: tracing::Span,
-    reply: oneshot::Sender<Result<O, WriteError>>,
+/// One graph's side of this process: its queue in Redis and the jobs waiting on it.
+struct Side {
+    graph: &'static str,
+    log: PendingLog,
+    waiters: Arc<Waiters>,
+    /// Longest a job waits for its change's outcome before withdrawing it.
+    result_wait: Duration,
+    /// Batches this process's writer formed so far (each then goes to Metabase as one write).
+    batches: AtomicU64,
 }
 
-type Queue<C, O> = Arc<Mutex<mpsc::Receiver<Pending<C, O>>>>;
+impl Side {
+    fn new(store: &JobStore, graph: &'static str, config: &WriterConfig) -> Arc<Side> {
+        let side = Arc::new(Side {
+            graph,
+            log: PendingLog::new(store, graph),
+            waiters: Arc::new(Waiters::default()),
+            result_wait: result_wait(config),
+            batches: AtomicU64::new(0),
+        });
+        tokio::spawn(waiters::listen(
+            side.log.clone(),
+            Arc::downgrade(&side.waiters),
+        ));
+        side
+    }
+
+    /// A change dropped unwritten once this much older than now: its job has stopped waiting.
+    fn expiry(&self) -> Duration {
+        self.result_wait + EXPIRY_MARGIN
+    }
+}
+
+/// Longest a job waits for its outcome: a wait for the lock, then a write and another in front
+/// of it, each within the lock budget.
+fn result_wait(config: &WriterConfig) -> Duration {
+    config.lock_wait + config.lock_budget * 2
+}
 
 /// Whether the writer tasks are alive, for readiness.
 #[derive(Default)]
@@ -160,18 +225,13 @@ struct Health {
 /// Handle to the per-process writer tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct GraphWriter {
-    data: mpsc::Sender<Pending<DataChange, ()>>,
-    collections: mpsc::Sender<Pending<CollectionWork, Option<i64>>>,
-    /// Data-graph batches formed so far (each then goes to Metabase as one write).
-    data_batches: Arc<AtomicU64>,
-    collection_batches: Arc<AtomicU64>,
+    data: Arc<Side>,
+    collections: Arc<Side>,
     health: Arc<Health>,
 }
 
 impl GraphWriter {
     pub fn start(mb: MetabaseClient, store: JobStore, config: WriterConfig) -> GraphWriter {
-        let (data_tx, data_rx) = mpsc::channel(1024);
-        let (coll_tx, coll_rx) = mpsc::channel(1024);
         let bumps = if config
             .version
             .is_some_and(|v| v >= Version::COLLECTION_CREATION_BUMPS)
@@ -180,6 +240,8 @@ impl GraphWriter {
         } else {
             CreationBumps::Refuted
         };
+        let data = Side::new(&store, DataKind::NAME, &config);
+        let collections = Side::new(&store, CollectionKind::NAME, &config);
         let core = Core {
             mb,
             store,
@@ -187,26 +249,20 @@ impl GraphWriter {
             bumps: Arc::new(std::sync::Mutex::new(bumps)),
             panic_on: std::env::var(TEST_PANIC_ENV).ok(),
         };
-        let data_batches = Arc::new(AtomicU64::new(0));
-        let collection_batches = Arc::new(AtomicU64::new(0));
         let health = Arc::new(Health::default());
         tokio::spawn(supervise::<DataKind>(
             core.clone(),
-            Arc::new(Mutex::new(data_rx)),
-            data_batches.clone(),
+            data.clone(),
             health.clone(),
         ));
         tokio::spawn(supervise::<CollectionKind>(
             core,
-            Arc::new(Mutex::new(coll_rx)),
-            collection_batches.clone(),
+            collections.clone(),
             health.clone(),
         ));
         GraphWriter {
-            data: data_tx,
-            collections: coll_tx,
-            data_batches,
-            collection_batches,
+            data,
+            collections,
             health,
         }
     }
@@ -227,29 +283,29 @@ impl GraphWriter {
         if change.is_empty() {
             return Ok(());
         }
-        submit(&self.data, change).await
+        submit::<DataKind>(&self.data, &change).await
     }
 
-    /// Data-graph changes handed over but not yet taken into a batch (a gauge for operators,
-    /// and what tests wait on instead of sleeping).
+    /// Data-graph changes of this process queued but not yet taken into a batch here (a gauge
+    /// for operators, and what tests wait on instead of sleeping).
     pub fn data_backlog(&self) -> usize {
-        self.data.max_capacity() - self.data.capacity()
+        self.data.waiters.backlog()
     }
 
-    /// Data-graph batches formed so far; with [`GraphWriter::data_backlog`], what tests wait on
+    /// Data-graph batches this process formed so far; with [`GraphWriter::data_backlog`], what tests wait on
     /// instead of sleeping.
     pub fn data_batches(&self) -> u64 {
-        self.data_batches.load(Ordering::SeqCst)
+        self.data.batches.load(Ordering::SeqCst)
     }
 
-    /// Collection-graph work handed over but not yet taken into a batch.
+    /// Collection-graph work of this process queued but not yet taken into a batch here.
     pub fn collection_backlog(&self) -> usize {
-        self.collections.max_capacity() - self.collections.capacity()
+        self.collections.waiters.backlog()
     }
 
-    /// Collection-graph batches formed so far.
+    /// Collection-graph batches this process formed so far.
     pub fn collection_batches(&self) -> u64 {
-        self.collection_batches.load(Ordering::SeqCst)
+        self.collections.batches.load(Ordering::SeqCst)
     }
 
     /// Applies collection-graph operations; returns once Metabase holds them.
@@ -257,7 +313,7 @@ impl GraphWriter {
         if ops.is_empty() {
             return Ok(());
         }
-        submit(&self.collections, CollectionWork::Ops(ops))
+        submit::<CollectionKind>(&self.collections, &CollectionWork::Ops(ops))
             .await
             .map(|_| ())
     }
@@ -269,7 +325,7 @@ impl GraphWriter {
         &self,
         tenant: TenantCollection,
     ) -> Result<i64, WriteError> {
-        submit(&self.collections, CollectionWork::Tenant(tenant))
+        submit::<CollectionKind>(&self.collections, &CollectionWork::Tenant(tenant))
             .await?
             .ok_or(WriteError::Stopped)
     }
@@ -281,21 +337,53 @@ impl GraphWriter {
         &self,
         rename: TenantRename,
     ) -> Result<Option<i64>, WriteError> {
-        submit(&self.collections, CollectionWork::Rename(rename)).await
+        submit::<CollectionKind>(&self.collections, &CollectionWork::Rename(rename)).await
     }
 }
 
-async fn submit<C, O>(tx: &mpsc::Sender<Pending<C, O>>, change: C) -> Result<O, WriteError> {
-    let (reply, rx) = oneshot::channel();
-    let span = tracing::Span::current();
-    tx.send(Pending {
-        change,
-        span,
-        reply,
-    })
-    .await
-    .map_err(|_| WriteError::Stopped)?;
-    rx.await.map_err(|_| WriteError::Stopped)?
+/// Queues `change` for whichever replica holds the graph's lock, and waits for its outcome:
+/// delivered by the local holder, announced by another, or read back on a poll. Past
+/// [`Side::result_wait`] the change is withdrawn and the job fails as transient.
+async fn submit<K: Kind>(side: &Side, change: &K::Change) -> Result<K::Output, WriteError> {
+    let encoding = |e: serde_json::Error| WriteError::Encoding {
+        graph: K::NAME,
+        detail: e.to_string(),
+    };
+    let text = serde_json::to_string(change).map_err(encoding)?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let trace = crate::trace::Carrier::current().traceparent;
+    let (mut rx, _registration) = side.waiters.register(&id);
+    let stream_id = side.log.push(&id, &text, trace.as_deref()).await?;
+    side.waiters.queued(&id);
+    let deadline = tokio::time::Instant::now() + side.result_wait;
+    let value = loop {
+        let poll =
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + OUTCOME_POLL));
+        tokio::select! {
+            delivered = &mut rx => break delivered.unwrap_or(Err(WriteError::Stopped))?,
+            () = poll => {}
+        }
+        // While this process's holder writes it, its outcome comes from there.
+        if !side.waiters.is_taken(&id)
+            && let Ok(Some(outcome)) = side.log.outcome(&id).await
+        {
+            break waiters::delivered(outcome)?;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            if let Err(e) = side.log.withdraw(&stream_id).await {
+                tracing::debug!(error = %e, "could not withdraw a graph change; it expires unwritten");
+            }
+            // Settled between the last read and the withdrawal?
+            if let Ok(Some(outcome)) = side.log.outcome(&id).await {
+                break waiters::delivered(outcome)?;
+            }
+            return Err(WriteError::Unconfirmed {
+                graph: side.graph,
+                waited: side.result_wait,
+            });
+        }
+    };
+    serde_json::from_value(value).map_err(encoding)
 }
 
 #[derive(Clone)]
@@ -336,11 +424,15 @@ enum Attempt {
 }
 
 trait Kind: Default + Send + Sync + 'static {
-    type Change: Send + Sync + 'static;
+    /// A job's change; it crosses Redis to whichever replica holds the lock.
+    type Change: Serialize + DeserializeOwned + Send + Sync + 'static;
     /// What a job learns from a successful write of its change.
-    type Output: Send + 'static;
+    type Output: Serialize + DeserializeOwned + Send + 'static;
     const NAME: &'static str;
     fn output(change: &Self::Change) -> Self::Output;
+    /// A holder may already have started this change and died: drop any shortcut that is only
+    /// right the first time.
+    fn replayed(_change: &mut Self::Change) {}
     fn write<'a>(
         &'a self,
         core: &'a Core,
@@ -350,23 +442,17 @@ trait Kind: Default + Send + Sync + 'static {
 }
 
 /// Runs the writer task of `K`, restarting it when it panics.
-async fn supervise<K: Kind>(
-    core: Core,
-    queue: Queue<K::Change, K::Output>,
-    batches: Arc<AtomicU64>,
-    health: Arc<Health>,
-) {
+async fn supervise<K: Kind>(core: Core, side: Arc<Side>, health: Arc<Health>) {
     let panic_once = Arc::new(AtomicBool::new(core.panic_on.as_deref() == Some(K::NAME)));
     let mut recent: Vec<tokio::time::Instant> = Vec::new();
     loop {
-        let task = tokio::spawn(run::<K>(
+        let task = tokio::spawn(holder::run::<K>(
             core.clone(),
-            queue.clone(),
-            batches.clone(),
+            side.clone(),
             panic_once.clone(),
         ));
         match task.await {
-            Ok(()) => return, // every handle dropped: the process is stopping
+            Ok(()) => return,
             Err(e) if e.is_panic() => {
                 let now = tokio::time::Instant::now();
                 recent.retain(|t| now.duration_since(*t) < PANIC_WINDOW);
@@ -380,6 +466,7 @@ async fn supervise<K: Kind>(
                     health.dead.store(true, Ordering::SeqCst);
                     return;
                 }
+                side.waiters.release_taken();
                 health.restarts.fetch_add(1, Ordering::SeqCst);
                 tracing::error!(graph = K::NAME, "graph writer task panicked; restarting it");
             }
@@ -388,151 +475,72 @@ async fn supervise<K: Kind>(
     }
 }
 
-async fn run<K: Kind>(
-    core: Core,
-    queue: Queue<K::Change, K::Output>,
-    batches: Arc<AtomicU64>,
-    panic_once: Arc<AtomicBool>,
-) {
-    // Held for the task's life; a panic drops it, and the restarted task takes it again.
-    let mut rx = queue.lock().await;
-    let kind = K::default();
-    while let Some(first) = rx.recv().await {
-        // Group commit without idle waiting: this task writes one batch at a time, so whatever
-        // queued while the previous write was in flight is taken now, and a change arriving at
-        // an idle writer is written at once. The optional linger only adds a bounded wait.
-        let mut batch = vec![first];
-        drain_ready(&mut rx, &mut batch);
-        if !core.config.batch_linger.is_zero() {
-            let deadline = tokio::time::Instant::now() + core.config.batch_linger;
-            while batch.len() < MAX_BATCH {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => {
-                        batch.push(p);
-                        drain_ready(&mut rx, &mut batch);
-                    }
-                    _ => break,
-                }
-            }
-        }
-        batches.fetch_add(1, Ordering::SeqCst);
-        if panic_once.swap(false, Ordering::SeqCst) {
-            panic!("{TEST_PANIC_ENV}: the {} writer panics on purpose", K::NAME);
-        }
-        let size = batch.len();
-        let mut changes = Vec::with_capacity(size);
-        let mut waiting = Vec::with_capacity(size);
-        for p in batch {
-            changes.push(p.change);
-            waiting.push((p.span, p.reply));
-        }
-        // The write's Metabase requests join the jobs' traces (see `trace::batch_span`).
-        let span = crate::trace::batch_span(K::NAME, waiting.iter().map(|(span, _)| span));
-        let results = write_split(&core, &kind, &changes).instrument(span).await;
-        for ((span, reply), result) in waiting.into_iter().zip(results) {
-            span.in_scope(|| match &result {
-                Ok(_) => tracing::debug!(graph = K::NAME, batch = size, "graph change written"),
-                Err(e) => tracing::debug!(graph = K::NAME, batch = size, error = %e, "graph change failed"),
-            });
-            let _ = reply.send(result);
-        }
-    }
-}
-
-/// Moves every change already waiting into `batch`, up to [`MAX_BATCH`], without waiting.
-fn drain_ready<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) {
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(p) => batch.push(p),
-            Err(_) => break,
-        }
-    }
-}
-
-/// Writes `changes` as one merged write; if it is refused for its content (a 400 or the
-/// policy), halves and retries, so a bad change fails alone. One result per change, in order.
-async fn write_split<K: Kind>(
-    core: &Core,
-    kind: &K,
-    changes: &[K::Change],
-) -> Vec<Result<K::Output, WriteError>> {
-    let mut results: Vec<Option<Result<K::Output, WriteError>>> =
-        (0..changes.len()).map(|_| None).collect();
-    let mut ranges = vec![(0, changes.len())];
-    while let Some((lo, hi)) = ranges.pop() {
-        let refs: Vec<&K::Change> = changes[lo..hi].iter().collect();
-        match write_locked(core, kind, &refs).await {
-            Err(e) if e.is_refusal() && hi - lo > 1 => {
-                tracing::info!(graph = K::NAME, size = hi - lo, error = %e, "merged write refused; splitting it");
-                let mid = lo + (hi - lo) / 2;
-                ranges.push((mid, hi));
-                ranges.push((lo, mid));
-            }
-            Ok(()) => {
-                for (slot, change) in results[lo..hi].iter_mut().zip(&changes[lo..hi]) {
-                    *slot = Some(Ok(K::output(change)));
-                }
-            }
-            Err(e) => {
-                // Every job of a merged write that failed as a whole gets the same error.
-                let (class, message) = (e.class(), e.to_string());
-                let mut error = Some(e);
-                let single = hi - lo == 1;
-                for slot in &mut results[lo..hi] {
-                    *slot = Some(if single {
-                        Err(error.take().unwrap_or(WriteError::Stopped))
-                    } else {
-                        Err(WriteError::Batch {
-                            class,
-                            message: message.clone(),
-                        })
-                    });
-                }
-            }
-        }
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or(Err(WriteError::Stopped)))
-        .collect()
-}
-
-/// Attempts the write, each attempt under its own hold of the graph lock and within the lock
-/// budget; the pause between attempts is taken with the lock released.
-async fn write_locked<K: Kind>(
-    core: &Core,
-    kind: &K,
-    batch: &[&K::Change],
-) -> Result<(), WriteError> {
-    let lock = core.store.graph_lock(K::NAME, core.config.lock_ttl);
-    let budget = core.config.lock_budget;
-    for attempt in 0..MAX_CONFLICTS {
-        let guard = lock.acquire(core.config.lock_wait).await?;
-        let result = tokio::select! {
-            r = tokio::time::timeout(budget, kind.write(core, batch, &guard)) => {
-                r.unwrap_or(Err(WriteError::OverBudget { graph: K::NAME, budget }))
-            }
-            _ = guard.lost() => Err(WriteError::Lock(LockError::Lost { key: guard.key().to_string() })),
-        };
-        if let Err(e) = guard.release().await {
-            tracing::warn!(error = %e, "could not release the graph lock; it frees itself after its ttl");
-        }
-        match result? {
-            Attempt::Done => return Ok(()),
-            Attempt::Again => tokio::time::sleep(conflict_pause(attempt)).await,
-        }
-    }
-    Err(WriteError::Contended { graph: K::NAME })
-}
-
-/// Pause before another attempt after a conflict: 20-40 ms, doubling, capped near 1 s.
-fn conflict_pause(attempt: u32) -> Duration {
-    let base = 20u64.saturating_mul(1 << attempt.min(5));
-    let jitter = rand::rng().random_range(0..=base);
-    Duration::from_millis((base + jitter).min(1000))
-}
-
 /// A Metabase answer that means "another writer got there first": re-read and try again.
 fn is_conflict(e: &MetabaseError) -> bool {
     e.is_conflict() || e.status().is_some_and(|s| s >= 500)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::graph::access::{DataAccess, db_perms};
+    use crate::jobs::policy::BuiltinGroups;
+    use crate::metabase::models::{CollectionAccess, CollectionKey, Sandbox};
+
+    /// What another replica reads back must be the very change that was queued.
+    #[test]
+    fn changes_cross_redis_unchanged() {
+        let features = Features::default();
+        let mut data = DataChange::set(5, 1, db_perms(DataAccess::QueryBuilder, features));
+        data.put(6, 2, db_perms(DataAccess::ViewOnly, features));
+        data.sandboxes.push(
+            serde_json::from_value::<Sandbox>(serde_json::json!({
+                "group_id": 6, "table_id": 9, "card_id": null,
+                "attribute_remappings": {"organization_id": ["dimension", ["field", 3, null]]}
+            }))
+            .unwrap(),
+        );
+        let text = serde_json::to_string(&data).unwrap();
+        assert_eq!(serde_json::from_str::<DataChange>(&text).unwrap(), data);
+
+        let builtin = BuiltinGroups {
+            all_users: 1,
+            admin: 2,
+            all: BTreeSet::from([1, 2]),
+        };
+        let works = [
+            CollectionWork::Ops(vec![
+                CollectionOp::Set {
+                    group: 5,
+                    collection: CollectionKey::Root,
+                    access: CollectionAccess::Write,
+                },
+                CollectionOp::Isolate {
+                    collection: 7,
+                    keep: BTreeSet::from([5]),
+                },
+                CollectionOp::RevokeGroup { group: 6 },
+            ]),
+            CollectionWork::Tenant(
+                TenantCollection::new(
+                    "acme".into(),
+                    "Acme Dashboards".into(),
+                    Some(3),
+                    5,
+                    CollectionAccess::Read,
+                    true,
+                    builtin,
+                )
+                .new_tenant(true),
+            ),
+            CollectionWork::Rename(TenantRename::new("acme".into(), "Acme Dashboards".into())),
+        ];
+        for work in works {
+            let text = serde_json::to_string(&work).unwrap();
+            let back: CollectionWork = serde_json::from_str(&text).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{work:?}"));
+        }
+    }
 }

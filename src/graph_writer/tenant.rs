@@ -20,7 +20,7 @@ use super::{Core, WriteError};
 const CACHE_KIND: &str = "tenant-collection";
 
 /// What a `tenant.created` job asks of the collection writer.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct TenantCollection {
     pub tenant_id: String,
     /// The name the collection must carry (`{tenant_name} Dashboards`).
@@ -41,6 +41,7 @@ pub struct TenantCollection {
     new_tenant: bool,
     /// Set once the collection is found or created, so a merged write that is split and
     /// retried never looks it up or creates it again.
+    #[serde(skip)]
     resolved: OnceLock<i64>,
 }
 
@@ -71,6 +72,16 @@ impl TenantCollection {
     pub fn new_tenant(mut self, created_group: bool) -> TenantCollection {
         self.new_tenant = created_group;
         self
+    }
+
+    /// A holder may have created the collection already: look it up before creating.
+    pub(super) fn replayed(&mut self) {
+        self.new_tenant = false;
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_new_tenant(&self) -> bool {
+        self.new_tenant
     }
 
     pub(super) fn resolved(&self) -> Option<i64> {

@@ -24,13 +24,14 @@ use super::{Core, WriteError};
 const CACHE_KIND: &str = "tenant-collection";
 
 /// What a `tenant.updated` job asks of the collection writer.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct TenantRename {
     pub tenant_id: String,
     /// The name the collection must carry (`{tenant_name} Dashboards`).
     pub name: String,
     /// Set once done: the collection's id, or `None` when no collection is marked for the
     /// tenant. A merged write that is split and retried does not look again.
+    #[serde(skip)]
     done: OnceLock<Option<i64>>,
 }
 

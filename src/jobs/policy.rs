@@ -23,7 +23,7 @@ pub fn is_builtin_group_name(name: &str) -> bool {
 }
 
 /// The built-in groups of one instance, found by `magic_group_type`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuiltinGroups {
     pub all_users: i64,
     pub admin: i64,

@@ -188,6 +188,10 @@ pub fn batch_span<'a>(
         .into_iter()
         .map(|job| job.context().span().span_context().clone())
         .collect();
+    span_for_batch(graph, jobs)
+}
+
+fn span_for_batch(graph: &'static str, jobs: Vec<SpanContext>) -> tracing::Span {
     // No parent from the writer task: the jobs are the only ancestry the write has.
     let span = tracing::info_span!(
         parent: None,
@@ -208,6 +212,25 @@ pub fn batch_span<'a>(
     }
     record_trace_id(&span);
     span
+}
+
+/// [`batch_span`] for jobs known by their `traceparent`s: a batch written by the replica
+/// holding the lock carries the changes of jobs running on other replicas.
+pub fn batch_span_of<'a>(
+    graph: &'static str,
+    traceparents: impl IntoIterator<Item = &'a str>,
+) -> tracing::Span {
+    let jobs: Vec<SpanContext> = traceparents
+        .into_iter()
+        .filter_map(|t| {
+            Carrier {
+                traceparent: Some(t.to_owned()),
+                tracestate: None,
+            }
+            .parent()
+        })
+        .collect();
+    span_for_batch(graph, jobs)
 }
 
 /// Records the span's OpenTelemetry trace id in its `trace_id` field (declared `Empty`).

@@ -22,7 +22,14 @@ struct Setup {
     store: JobStore,
     writer: GraphWriter,
     url: String,
+    prefix: String,
     _emu: mbprov::emulator::RunningEmulator,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        crate::support::delete_redis_prefix(&self.prefix);
+    }
 }
 
 async fn setup() -> Setup {
@@ -34,7 +41,7 @@ async fn setup_with_budget(lock_budget: Duration) -> Setup {
     let mb =
         MetabaseClient::new(ClientConfig::new(emu.url(), Auth::ApiKey(ApiKey::new(KEY)))).unwrap();
     let prefix = format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = JobStore::connect("redis://127.0.0.1:6379/", &prefix)
+    let store = JobStore::connect(&crate::support::redis_url(), &prefix)
         .await
         .unwrap();
     let writer = GraphWriter::start(
@@ -55,6 +62,7 @@ async fn setup_with_budget(lock_budget: Duration) -> Setup {
     );
     Setup {
         url: emu.url(),
+        prefix,
         mb,
         store,
         writer,
@@ -90,8 +98,19 @@ async fn wait_for_backlog(s: &Setup, n: usize) {
     }
 }
 
-/// Submits `changes` so that they wait together: the graph lock is held while a first change
-/// occupies the writer, then released.
+async fn wait_for_collection_backlog(s: &Setup, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.writer.collection_backlog() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog never reached {n}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Submits `first` then `changes` so that they wait together, in this order: the graph lock is
+/// held while they queue, then released, and the writer takes them all as one batch.
 async fn submit_together(
     s: &Setup,
     first: DataChange,
@@ -105,23 +124,18 @@ async fn submit_together(
         .unwrap();
     let w = s.writer.clone();
     let head = tokio::spawn(async move { w.write_data(first).await });
-    // The writer has formed a batch of `first` alone and now waits for the lock we hold...
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.writer.data_batches() != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer never took the first change"
-        );
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(s.writer.data_backlog(), 0);
-    // ...so these queue behind it, in this order, and form the next batch together.
+    wait_for_backlog(s, 1).await;
     let mut tasks = Vec::new();
     for (i, c) in changes.into_iter().enumerate() {
         let w = s.writer.clone();
         tasks.push(tokio::spawn(async move { w.write_data(c).await }));
-        wait_for_backlog(s, i + 1).await;
+        wait_for_backlog(s, i + 2).await;
     }
+    assert_eq!(
+        s.writer.data_batches(),
+        0,
+        "nothing written while the lock is held"
+    );
     guard.release().await.unwrap();
     head.await.unwrap().unwrap();
     let mut out = Vec::new();
@@ -157,9 +171,10 @@ async fn changes_waiting_together_merge_into_one_write_and_the_later_wins() {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(
         data_puts(&s.url).await - before,
-        2,
-        "the two waiting changes went out as one write"
+        1,
+        "the three waiting changes went out as one write"
     );
+    assert_eq!(s.writer.data_batches(), 1);
     let slice = s.mb.data_graph_for_group(g).await.unwrap();
     let cell = &slice.groups[&Id(g)][&Id(1)];
     // view-only means `create-queries: no`, which Metabase leaves out of its answer; had the
@@ -248,7 +263,7 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
             access: CollectionAccess::Read,
         }]
     };
-    // Hold the lock while a first write occupies the writer, so the next two form one batch.
+    // Hold the lock while the three queue, so they form one batch.
     let guard = s
         .store
         .graph_lock("collection", Duration::from_secs(5))
@@ -257,25 +272,16 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
         .unwrap();
     let w = s.writer.clone();
     let head = tokio::spawn(async move { w.write_collections(set(CollectionKey::Root)).await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.writer.collection_batches() != 1 {
-        assert!(std::time::Instant::now() < deadline, "no first batch");
-        tokio::task::yield_now().await;
-    }
+    wait_for_collection_backlog(&s, 1).await;
     let w = s.writer.clone();
     let create = tokio::spawn(async move {
         w.provision_tenant_collection(tenant("late", "Late", g))
             .await
     });
+    wait_for_collection_backlog(&s, 2).await;
     let w = s.writer.clone();
     let ops = tokio::spawn(async move { w.write_collections(set(CollectionKey::Id(2))).await });
-    while s.writer.collection_backlog() != 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backlog never reached 2"
-        );
-        tokio::task::yield_now().await;
-    }
+    wait_for_collection_backlog(&s, 3).await;
     // Every collection-graph write from now on conflicts: the batch fails as a whole, after
     // its collection was created.
     control(
@@ -290,7 +296,11 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
     assert_eq!(failed.class(), ErrorClass::Transient, "{failed}");
     let failed = create.await.unwrap().unwrap_err();
     assert_eq!(failed.class(), ErrorClass::Transient, "{failed}");
-    assert_eq!(s.writer.collection_batches(), 2, "one batch carried both");
+    assert_eq!(
+        s.writer.collection_batches(),
+        1,
+        "one batch carried all three"
+    );
     let made = s.mb.child_collections(2).await.unwrap();
     let ids = made
         .iter()
@@ -347,7 +357,7 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
     let head = s.mb.create_group("Head").await.unwrap().id;
     let perms = || db_perms(DataAccess::ViewOnly, Features::default());
     const ROUTE: &str = "PUT /api/permissions/graph";
-    // Fail every data-graph PUT once the head change is in the writer (it fails too).
+    // The three queue together while the lock is held, then every data-graph PUT fails.
     let guard = s
         .store
         .graph_lock("data", Duration::from_secs(5))
@@ -356,18 +366,14 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
         .unwrap();
     let w = s.writer.clone();
     let first = tokio::spawn(async move { w.write_data(DataChange::set(head, 1, perms())).await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.writer.data_batches() != 1 {
-        assert!(std::time::Instant::now() < deadline, "no first batch");
-        tokio::task::yield_now().await;
-    }
+    wait_for_backlog(&s, 1).await;
     let mut tasks = Vec::new();
     for (i, g) in [a, b].into_iter().enumerate() {
         let w = s.writer.clone();
         tasks.push(tokio::spawn(async move {
             w.write_data(DataChange::set(g, 1, perms())).await
         }));
-        wait_for_backlog(&s, i + 1).await;
+        wait_for_backlog(&s, i + 2).await;
     }
     control(
         &s.url,
@@ -378,9 +384,13 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
     let before = requests(&s.url, ROUTE).await;
     guard.release().await.unwrap();
     let head_error = first.await.unwrap().unwrap_err();
-    // A 404 does not depend on the content of the write: the pair fails as one batch with
+    // A 404 does not depend on the content of the write: the three fail as one batch with
     // the same class, never split.
     assert_eq!(head_error.class(), ErrorClass::Permanent, "{head_error}");
+    assert!(
+        matches!(head_error, WriteError::Batch { .. }),
+        "merged, not split: {head_error:?}"
+    );
     for t in tasks {
         let e = t.await.unwrap().unwrap_err();
         assert!(
@@ -391,8 +401,8 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
     }
     assert_eq!(
         requests(&s.url, ROUTE).await - before,
-        2,
-        "one PUT for the head change, one for the merged pair: no halves"
+        1,
+        "one PUT for the merged three: no halves"
     );
     control(
         &s.url,

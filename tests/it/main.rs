@@ -25,6 +25,7 @@ mod editions;
 mod emulator_http;
 mod emulator_tenants;
 mod graph_writer;
+mod group_commit;
 mod intake;
 mod lock_redis;
 mod metric_names;

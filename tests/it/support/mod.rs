@@ -393,18 +393,7 @@ impl Stack {
             let _ = self.workers[i].child.kill().await;
         }
         let _ = self.emulator.kill().await;
-        if let Ok(client) = redis::Client::open(redis_url())
-            && let Ok(mut c) = client.get_multiplexed_async_connection().await
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.prefix))
-                .query_async(&mut c)
-                .await
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
-            }
-        }
+        delete_redis_prefix(&self.prefix);
         use mbprov::queue::retry::RetryPolicy;
         use mbprov::queue::topology::Topology;
         let delays = parse_delays(&self.options.retry_delays);
@@ -592,4 +581,20 @@ pub async fn redis_exists(key: &str) -> bool {
         .await
         .unwrap_or(0)
         == 1
+}
+
+/// Deletes every Redis key under `prefix` (blocking, so a `Drop` can call it: a test cleans up
+/// even when it panics).
+pub fn delete_redis_prefix(prefix: &str) {
+    if let Ok(client) = redis::Client::open(redis_url())
+        && let Ok(mut c) = client.get_connection()
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut c);
+        }
+    }
 }
