@@ -246,6 +246,7 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
             group: g,
             collection,
             access: CollectionAccess::Read,
+            namespace: CollectionNamespace::Default,
         }]
     };
     // Hold the lock while a first write occupies the writer, so the next two form one batch.
