@@ -44,7 +44,8 @@ pub fn load(file: &Path) -> Result<Document, LoadError> {
 }
 
 /// Reads what the document's groups hold now: one slice read per named group, the collection
-/// graph, the tables it names, the groups' sandboxes.
+/// graph (and the shared tenant collections' slice of it), the tables it names, the groups'
+/// sandboxes.
 pub async fn read_state(
     mb: &MetabaseClient,
     doc: &Document,
@@ -80,10 +81,12 @@ pub async fn read_state(
         }
     }
     state.collections = mb.collection_graph().await?;
+    // Read whenever collections are named: also to tell a shared collection named among the
+    // default ones, which Metabase would drop without a word.
     if doc
         .groups
         .values()
-        .any(|g| !g.shared_collections.is_empty())
+        .any(|g| !g.shared_collections.is_empty() || !g.collections.is_empty())
     {
         state.shared_collections = mb
             .collection_graph_in(CollectionNamespace::SharedTenant)

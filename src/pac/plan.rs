@@ -23,7 +23,7 @@ pub struct CurrentState {
     pub data: DataGroups,
     pub collections: CollectionGraph,
     /// The `shared-tenant-collection` namespace's graph; read only when the document names
-    /// shared collections.
+    /// collections.
     pub shared_collections: CollectionGraph,
     /// The named groups that are tenant groups (All tenant users included).
     pub tenant_groups: BTreeSet<i64>,
@@ -189,6 +189,14 @@ pub fn plan(doc: &Document, state: &CurrentState) -> Result<Plan, String> {
                      shared_collections"
                 ));
             }
+            if let CollectionKey::Id(id) = collection
+                && holds(&state.shared_collections, state.admin_group, collection)
+            {
+                return Err(format!(
+                    "collection {id} is a shared tenant collection: name it under \
+                     shared_collections (a grant in the default namespace would be dropped)"
+                ));
+            }
             plan_collection(
                 &mut out,
                 name,
@@ -211,10 +219,7 @@ pub fn plan(doc: &Document, state: &CurrentState) -> Result<Plan, String> {
             }
             let graph = &state.shared_collections;
             if let CollectionKey::Id(id) = collection
-                && !graph
-                    .groups
-                    .get(&Id(state.admin_group))
-                    .is_some_and(|cells| cells.contains_key(&collection))
+                && !holds(graph, state.admin_group, collection)
             {
                 return Err(format!(
                     "shared collection {id} is not a live shared tenant collection (it is in \
@@ -226,6 +231,15 @@ pub fn plan(doc: &Document, state: &CurrentState) -> Result<Plan, String> {
         }
     }
     Ok(out)
+}
+
+/// Whether `graph` (one namespace's) holds `collection`: the Administrators' row lists every
+/// live collection of the namespace.
+fn holds(graph: &CollectionGraph, admin_group: i64, collection: CollectionKey) -> bool {
+    graph
+        .groups
+        .get(&Id(admin_group))
+        .is_some_and(|cells| cells.contains_key(&collection))
 }
 
 /// One collection cell of the document: a plan line and an op when it differs. `shared`: the
@@ -494,6 +508,10 @@ groups:
             (
                 "Analysts: {shared_collections: {\"1\": read}}",
                 "shared collection 1 is not a live shared tenant collection",
+            ),
+            (
+                "Analysts: {collections: {\"40\": read}}",
+                "collection 40 is a shared tenant collection: name it under shared_collections",
             ),
         ];
         for (groups, want) in cases {
