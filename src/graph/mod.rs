@@ -15,6 +15,6 @@ pub mod snapshot_rules;
 pub mod tenant_marker;
 
 pub use access::{DataAccess, Features};
-pub use collection::{CollectionOp, collection_body};
+pub use collection::{CollectionOp, by_namespace, collection_body, foreign_collections};
 pub use data::{DataChange, data_body, merge_changes, unsatisfied};
 pub use snapshot::Snapshot;

@@ -128,6 +128,7 @@ pub fn rows_needed(
 mod tests {
     use super::*;
     use crate::graph::collection_body;
+    use crate::metabase::models::CollectionNamespace;
     use serde_json::json;
 
     fn graph(v: serde_json::Value) -> CollectionGraph {
@@ -185,6 +186,7 @@ mod tests {
                 group: 7,
                 collection: CollectionKey::Id(12),
                 access: CollectionAccess::Read,
+                namespace: CollectionNamespace::Default,
             },
             CollectionOp::Isolate {
                 collection: 12,
@@ -223,6 +225,7 @@ mod tests {
                 group: 7,
                 collection: CollectionKey::Root,
                 access: CollectionAccess::Read,
+                namespace: CollectionNamespace::Default,
             },
             CollectionOp::Isolate {
                 collection: 12,

@@ -11,13 +11,17 @@
 //! A tenant's collection is one unit of work here, under the collection lock: look up by the
 //! tenant's marker, create when missing (one POST at a time: concurrent `POST /api/collection`
 //! can answer 500, ../shared/metabase-api.md correction 9), grant, isolate, verify.
+//!
+//! Grants in another namespace (shared tenant collections) are written after the default
+//! namespace's, one read and one PUT per namespace, under the same lock and fenced by the same
+//! revision, which Metabase keeps one for all namespaces.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::snapshot::Snapshot;
-use crate::graph::{CollectionOp, collection_body};
+use crate::graph::{CollectionOp, by_namespace, collection_body, foreign_collections};
 use crate::lock::LockGuard;
-use crate::metabase::models::{CollectionGraph, CollectionKey};
+use crate::metabase::models::{CollectionGraph, CollectionKey, CollectionNamespace};
 use crate::ops::metrics;
 
 use super::snapshot_cache::SnapshotCache;
@@ -32,6 +36,7 @@ pub enum CollectionWork {
     Tenant(TenantCollection),
     /// A tenant's collection renamed (`tenant.updated`); never created, no graph effect.
     Rename(TenantRename),
+    /// Grants, each in its own namespace ([`CollectionOp::namespace`]).
     Ops(Vec<CollectionOp>),
 }
 
@@ -92,14 +97,19 @@ impl Kind for CollectionKind {
             }
         }
 
-        let mut ops: Vec<CollectionOp> = batch
-            .iter()
-            .filter_map(|w| match w {
-                CollectionWork::Ops(ops) => Some(ops.iter().cloned()),
-                CollectionWork::Tenant(_) | CollectionWork::Rename(_) => None,
-            })
-            .flatten()
-            .collect();
+        let mut namespaced = by_namespace(
+            batch
+                .iter()
+                .filter_map(|w| match w {
+                    CollectionWork::Ops(ops) => Some(ops.iter().cloned()),
+                    CollectionWork::Tenant(_) | CollectionWork::Rename(_) => None,
+                })
+                .flatten()
+                .collect(),
+        );
+        let mut ops = namespaced
+            .remove(&CollectionNamespace::Default)
+            .unwrap_or_default();
         for t in &tenants {
             if let Some(id) = t.resolved() {
                 ops.extend(t.ops(id)?);
@@ -144,10 +154,83 @@ impl Kind for CollectionKind {
             }
         }
         cache.store_created(core, &made).await;
-        if ops.is_empty() {
-            return Ok(Attempt::Done);
+        if !ops.is_empty()
+            && matches!(
+                write_ops(core, &ops, guard, &mut cache).await?,
+                Attempt::Again
+            )
+        {
+            return Ok(Attempt::Again);
         }
-        write_ops(core, &ops, guard, &mut cache).await
+        for (namespace, ops) in &namespaced {
+            if matches!(
+                write_namespace(core, *namespace, ops, guard).await?,
+                Attempt::Again
+            ) {
+                return Ok(Attempt::Again);
+            }
+        }
+        Ok(Attempt::Done)
+    }
+}
+
+/// One namespace besides the default: read whole (it holds the shared collections, a handful,
+/// not one per tenant, so no snapshot is kept), checked, and PUT with the namespace in the body
+/// and the revision just read. Cells for a collection the namespace's graph does not hold would
+/// be dropped by Metabase without a word (`remove-collections-from-other-namespaces`) or fail
+/// (a missing id), so they are refused before anything is sent: with that, Metabase's answer
+/// (the cells are written in one transaction, or not at all) is the verification.
+///
+/// The write moves the revision every namespace shares, so a default-namespace snapshot in
+/// Redis is behind it afterwards: the next predicted write there meets a 409 and reads whole.
+async fn write_namespace(
+    core: &Core,
+    namespace: CollectionNamespace,
+    ops: &[CollectionOp],
+    guard: &LockGuard,
+) -> Result<Attempt, WriteError> {
+    guard.ensure_held()?;
+    let current = core.mb.collection_graph_in(namespace).await?;
+    let foreign = foreign_collections(&current, ops, core.config.admin_group);
+    if !foreign.is_empty() {
+        let ids: Vec<String> = foreign.iter().map(ToString::to_string).collect();
+        return Err(WriteError::Policy(format!(
+            "collection {} is not a live collection of the {namespace} namespace (another \
+             namespace's, archived or missing): Metabase would drop or refuse the grant",
+            ids.join(", ")
+        )));
+    }
+    let groups = collection_body(&current, ops, core.config.admin_group);
+    if groups.is_empty() {
+        return Ok(Attempt::Done);
+    }
+    let body = CollectionGraph {
+        revision: current.revision,
+        groups,
+        namespace: namespace.api_name().map(str::to_string),
+        ..CollectionGraph::default()
+    };
+    guard.ensure_held()?;
+    match core.mb.put_collection_graph(&body).await {
+        Ok(after) => {
+            metrics::graph_write("collection");
+            tracing::info!(
+                target: "mbprov::audit",
+                graph = "collection",
+                namespace = %namespace,
+                revision_before = current.revision,
+                revision_after = after.revision,
+                changes = %audit_collection(&current, &body),
+                "collection graph written"
+            );
+            Ok(Attempt::Done)
+        }
+        Err(e) if is_conflict(&e) => {
+            metrics::graph_conflict("collection");
+            tracing::debug!(%namespace, error = %e, "collection graph write conflicted");
+            Ok(Attempt::Again)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -487,7 +487,7 @@ mod tests {
     use super::*;
     use crate::graph::access::{DataAccess, db_perms};
     use crate::jobs::policy::BuiltinGroups;
-    use crate::metabase::models::{CollectionAccess, CollectionKey, Sandbox};
+    use crate::metabase::models::{CollectionAccess, CollectionKey, CollectionNamespace, Sandbox};
 
     /// What another replica reads back must be the very change that was queued.
     #[test]
@@ -516,6 +516,7 @@ mod tests {
                     group: 5,
                     collection: CollectionKey::Root,
                     access: CollectionAccess::Write,
+                    namespace: CollectionNamespace::SharedTenant,
                 },
                 CollectionOp::Isolate {
                     collection: 7,

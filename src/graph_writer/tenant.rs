@@ -10,7 +10,8 @@ use crate::graph::CollectionOp;
 use crate::graph::tenant_marker::{Candidate, Pick, is_marked_for, new_description, pick};
 use crate::jobs::policy::{self, BuiltinGroups};
 use crate::metabase::models::{
-    Collection, CollectionAccess, CollectionKey, CollectionUpdate, NewCollection,
+    Collection, CollectionAccess, CollectionKey, CollectionNamespace, CollectionUpdate,
+    NewCollection,
 };
 use crate::metabase::{MetabaseClient, MetabaseError};
 
@@ -103,6 +104,7 @@ impl TenantCollection {
             group: self.group,
             collection: CollectionKey::Id(id),
             access: self.access.clone(),
+            namespace: CollectionNamespace::Default,
         }];
         let named = BTreeSet::from([self.group]);
         if self.isolate {
@@ -172,6 +174,7 @@ pub(super) async fn create(core: &Core, t: &TenantCollection) -> Result<i64, Met
         name: t.name.clone(),
         description: Some(new_description(&t.tenant_id)),
         parent_id: t.parent,
+        namespace: None,
     };
     let made = core.mb.create_collection(&new).await?;
     let CollectionKey::Id(id) = made.id else {

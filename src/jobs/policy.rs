@@ -96,7 +96,7 @@ pub fn check_collection_ops(
 mod tests {
     use super::*;
     use crate::graph::{DataAccess, Features, access::db_perms};
-    use crate::metabase::models::CollectionKey;
+    use crate::metabase::models::{CollectionKey, CollectionNamespace};
 
     fn none() -> BTreeSet<i64> {
         BTreeSet::new()
@@ -151,6 +151,7 @@ mod tests {
             group,
             collection: CollectionKey::Id(9),
             access,
+            namespace: CollectionNamespace::Default,
         };
         assert_eq!(
             check_collection_ops(

@@ -2,7 +2,7 @@ use reqwest::Method;
 
 use super::client::{MetabaseClient, Replay};
 use super::error::MetabaseError;
-use super::models::{CollectionGraph, DataGraph, Revision};
+use super::models::{CollectionGraph, CollectionNamespace, DataGraph, Revision};
 
 /// How to PUT the data graph. There is deliberately no `force`: the revision is the only fence
 /// that protects other writers, so this client cannot send `force=true`.
@@ -69,6 +69,22 @@ impl MetabaseClient {
     /// The whole collection graph (sparse: missing cells are `none`). There is no per-group read.
     pub async fn collection_graph(&self) -> Result<CollectionGraph, MetabaseError> {
         self.get("/api/collection/graph", &[]).await
+    }
+
+    /// One namespace's collection graph: its collections and its own root, with the revision
+    /// shared by every namespace (`collections_rest/api.clj`, `GET /graph`: `perms/graph
+    /// namespace`). Write it back with `namespace` set in the body.
+    pub async fn collection_graph_in(
+        &self,
+        namespace: CollectionNamespace,
+    ) -> Result<CollectionGraph, MetabaseError> {
+        match namespace.api_name() {
+            None => self.collection_graph().await,
+            Some(ns) => {
+                self.get("/api/collection/graph", &[("namespace", ns.to_string())])
+                    .await
+            }
+        }
     }
 
     /// A partial write of the collection graph; asks for the new revision only (v0.52+; older

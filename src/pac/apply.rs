@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::graph_writer::GraphWriter;
 use crate::jobs::{Context, JobError, policy};
 use crate::metabase::MetabaseClient;
-use crate::metabase::models::Id;
+use crate::metabase::models::{CollectionNamespace, Id};
+use crate::metabase::tenants::is_tenant_group;
 
 use super::document::Document;
 use super::plan::{CurrentState, Plan, builtin_groups_named, plan};
@@ -43,7 +44,8 @@ pub fn load(file: &Path) -> Result<Document, LoadError> {
 }
 
 /// Reads what the document's groups hold now: one slice read per named group, the collection
-/// graph, the tables it names, the groups' sandboxes.
+/// graph (and the shared tenant collections' slice of it), the tables it names, the groups'
+/// sandboxes.
 pub async fn read_state(
     mb: &MetabaseClient,
     doc: &Document,
@@ -55,8 +57,17 @@ pub async fn read_state(
     };
     let wanted: BTreeSet<String> = doc.groups.keys().map(|n| n.to_lowercase()).collect();
     for g in mb.list_groups().await? {
+        if g.magic_group_type.as_deref() == Some("admin") {
+            state.admin_group = g.id;
+        }
         let key = g.name.to_lowercase();
         if wanted.contains(&key) {
+            // All tenant users holds tenant users only: the docs' rules for tenant users'
+            // collection access (`embedding/tenants.md`, "Tenant user collection
+            // permissions") hold for it whatever its `is_tenant_group` says.
+            if is_tenant_group(&g) || g.magic_group_type.as_deref() == Some("all-external-users") {
+                state.tenant_groups.insert(g.id);
+            }
             state.groups.insert(key, g.id);
         }
     }
@@ -70,6 +81,17 @@ pub async fn read_state(
         }
     }
     state.collections = mb.collection_graph().await?;
+    // Read whenever collections are named: also to tell a shared collection named among the
+    // default ones, which Metabase would drop without a word.
+    if doc
+        .groups
+        .values()
+        .any(|g| !g.shared_collections.is_empty() || !g.collections.is_empty())
+    {
+        state.shared_collections = mb
+            .collection_graph_in(CollectionNamespace::SharedTenant)
+            .await?;
+    }
     for spec in doc.groups.values() {
         for db in spec.data.values() {
             for table in db.tables.keys() {

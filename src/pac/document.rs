@@ -32,6 +32,13 @@ pub struct GroupSpec {
     #[serde(default)]
     #[schemars(extend("propertyNames" = {"pattern": "^([1-9][0-9]*|root)$"}))]
     pub collections: BTreeMap<String, CollectionAccess>,
+    /// Shared tenant collection id or `root` (the root shared collection) -> read | write |
+    /// none: Metabase Tenants' own collection namespace (`shared-tenant-collection`, "External
+    /// collections" in the UI). Tenant groups and All tenant users may view shared collections,
+    /// never curate them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = {"pattern": "^([1-9][0-9]*|root)$"}))]
+    pub shared_collections: BTreeMap<String, CollectionAccess>,
     /// Create the group as a tenant group (Metabase Tenants, `is_tenant_group`) when it is
     /// missing. An existing group is used as it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -135,12 +142,18 @@ impl Document {
                 positive_id(&at, db)?;
                 spec.validate(&at)?;
             }
-            for (key, access) in &group.collections {
-                let at = format!("{at}.collections.{key}");
-                key.parse::<CollectionKey>().map_err(|e| err(&at, e))?;
-                known(&at, &Some(access.clone()), |v| {
-                    !matches!(v, CollectionAccess::Other(_))
-                })?;
+            let cells = [
+                ("collections", &group.collections),
+                ("shared_collections", &group.shared_collections),
+            ];
+            for (field, cells) in cells {
+                for (key, access) in cells {
+                    let at = format!("{at}.{field}.{key}");
+                    key.parse::<CollectionKey>().map_err(|e| err(&at, e))?;
+                    known(&at, &Some(access.clone()), |v| {
+                        !matches!(v, CollectionAccess::Other(_))
+                    })?;
+                }
             }
         }
         Ok(())
@@ -302,6 +315,14 @@ groups:
             (
                 "version: 1\ngroups: {A: {collections: {x: read}}}",
                 "groups.A.collections.x: collection key must be a positive integer or \"root\", got \"x\"",
+            ),
+            (
+                "version: 1\ngroups: {A: {shared_collections: {\"0\": read}}}",
+                "groups.A.shared_collections.0: collection key must be a positive integer or \"root\", got \"0\"",
+            ),
+            (
+                "version: 1\ngroups: {A: {shared_collections: {root: curate}}}",
+                "groups.A.shared_collections.root: unknown value \"curate\"",
             ),
         ];
         for (yaml, want) in cases {

@@ -8,8 +8,8 @@ use crate::graph::data::DataChange;
 use crate::graph::granular::satisfies;
 use crate::graph::{CollectionOp, Features};
 use crate::metabase::models::{
-    CollectionGraph, CollectionKey, DataGroups, DbPerms, Granular, Id, Sandbox, SchemaLevel,
-    SchemasValue,
+    CollectionAccess, CollectionGraph, CollectionKey, CollectionNamespace, DataGroups, DbPerms,
+    Granular, Id, Sandbox, SchemaLevel, SchemasValue,
 };
 
 use super::document::{DbSpec, Document};
@@ -22,6 +22,13 @@ pub struct CurrentState {
     /// The named groups' slices of the data graph.
     pub data: DataGroups,
     pub collections: CollectionGraph,
+    /// The `shared-tenant-collection` namespace's graph; read only when the document names
+    /// collections.
+    pub shared_collections: CollectionGraph,
+    /// The named groups that are tenant groups (All tenant users included).
+    pub tenant_groups: BTreeSet<i64>,
+    /// The Administrators group, whose row in a namespace's graph lists its live collections.
+    pub admin_group: i64,
     /// Table id -> schema (`""` for none), for every table the document names.
     pub table_schemas: BTreeMap<i64, String>,
     /// The named groups' sandboxes.
@@ -171,25 +178,101 @@ pub fn plan(doc: &Document, state: &CurrentState) -> Result<Plan, String> {
                 out.data.sandboxes.push(want);
             }
         }
+        let tenant_group = state.tenant_groups.contains(&gid);
         for (key, access) in &spec.collections {
             let collection: CollectionKey = key.parse()?;
-            let have = state.collections.access(gid, collection);
-            if have != *access {
-                out.lines.push(PlanLine {
-                    group: name.clone(),
-                    what: format!("collection {collection}"),
-                    from: have.to_string(),
-                    to: access.to_string(),
-                });
-                out.collections.push(CollectionOp::Set {
-                    group: gid,
-                    collection,
-                    access: access.clone(),
-                });
+            if tenant_group && *access != CollectionAccess::None {
+                return Err(format!(
+                    "group {name:?} is a tenant group: Metabase gives tenant groups no access \
+                     to collections outside the shared ones (\"Tenant groups cannot receive \
+                     access to non-tenant collections.\"); name shared collections under \
+                     shared_collections"
+                ));
             }
+            if let CollectionKey::Id(id) = collection
+                && holds(&state.shared_collections, state.admin_group, collection)
+            {
+                return Err(format!(
+                    "collection {id} is a shared tenant collection: name it under \
+                     shared_collections (a grant in the default namespace would be dropped)"
+                ));
+            }
+            plan_collection(
+                &mut out,
+                name,
+                gid,
+                collection,
+                access,
+                &state.collections,
+                None,
+            );
+        }
+        let shared = CollectionNamespace::SharedTenant;
+        for (key, access) in &spec.shared_collections {
+            let collection: CollectionKey = key.parse()?;
+            if tenant_group && *access == CollectionAccess::Write {
+                return Err(format!(
+                    "group {name:?} is a tenant group: tenant users may view shared collections, \
+                     never curate them (Metabase: \"Tenant groups cannot have write access to \
+                     any collections.\"); give read"
+                ));
+            }
+            let graph = &state.shared_collections;
+            if let CollectionKey::Id(id) = collection
+                && !holds(graph, state.admin_group, collection)
+            {
+                return Err(format!(
+                    "shared collection {id} is not a live shared tenant collection (it is in \
+                     another namespace, archived or missing); a default-namespace collection \
+                     goes under collections"
+                ));
+            }
+            plan_collection(&mut out, name, gid, collection, access, graph, Some(shared));
         }
     }
     Ok(out)
+}
+
+/// Whether `graph` (one namespace's) holds `collection`: the Administrators' row lists every
+/// live collection of the namespace.
+fn holds(graph: &CollectionGraph, admin_group: i64, collection: CollectionKey) -> bool {
+    graph
+        .groups
+        .get(&Id(admin_group))
+        .is_some_and(|cells| cells.contains_key(&collection))
+}
+
+/// One collection cell of the document: a plan line and an op when it differs. `shared`: the
+/// namespace when it is not the default one, named in the line.
+fn plan_collection(
+    out: &mut Plan,
+    group: &str,
+    gid: i64,
+    collection: CollectionKey,
+    access: &CollectionAccess,
+    current: &CollectionGraph,
+    shared: Option<CollectionNamespace>,
+) {
+    let have = current.access(gid, collection);
+    if have == *access {
+        return;
+    }
+    let what = match shared {
+        None => format!("collection {collection}"),
+        Some(_) => format!("shared collection {collection}"),
+    };
+    out.lines.push(PlanLine {
+        group: group.to_string(),
+        what,
+        from: have.to_string(),
+        to: access.to_string(),
+    });
+    out.collections.push(CollectionOp::Set {
+        group: gid,
+        collection,
+        access: access.clone(),
+        namespace: shared.unwrap_or_default(),
+    });
 }
 
 /// The graph values a database entry of the document asks for.
@@ -299,7 +382,7 @@ mod tests {
 
     fn state() -> CurrentState {
         CurrentState {
-            groups: BTreeMap::from([("analysts".into(), 5)]),
+            groups: BTreeMap::from([("analysts".into(), 5), ("readers".into(), 6)]),
             data: serde_json::from_value(
                 json!({"5": {"2": {"view-data": "unrestricted", "create-queries": "no"}}}),
             )
@@ -311,6 +394,11 @@ mod tests {
             table_schemas: BTreeMap::from([(1, "PUBLIC".into()), (2, "PUBLIC".into())]),
             sandboxes: vec![],
             features: Features::default(),
+            shared_collections: serde_json::from_value(json!({"revision": 3, "groups": {
+                "2": {"root": "write", "40": "write"}, "6": {"40": "read"}}}))
+            .unwrap(),
+            tenant_groups: BTreeSet::from([6]),
+            admin_group: 2,
         }
     }
 
@@ -368,6 +456,72 @@ groups:
         );
         assert_eq!(p.data.sandboxes.len(), 1);
         assert_eq!(p.collections.len(), 1);
+    }
+
+    #[test]
+    fn shared_collections_are_planned_in_their_namespace() {
+        let d = doc(r#"
+version: 1
+groups:
+  Analysts: {collections: {"1": read}, shared_collections: {root: read, "40": write}}
+  Readers: {shared_collections: {"40": read, root: none}, collections: {"1": none}}
+"#);
+        let p = plan(&d, &state()).unwrap();
+        assert_eq!(
+            p.render(),
+            vec![
+                r#"~ group "Analysts" shared collection 40: none -> write"#.to_string(),
+                r#"~ group "Analysts" shared collection root: none -> read"#.to_string(),
+            ]
+        );
+        let shared = CollectionNamespace::SharedTenant;
+        assert_eq!(
+            p.collections,
+            vec![
+                CollectionOp::Set {
+                    group: 5,
+                    collection: CollectionKey::Id(40),
+                    access: CollectionAccess::Write,
+                    namespace: shared,
+                },
+                CollectionOp::Set {
+                    group: 5,
+                    collection: CollectionKey::Root,
+                    access: CollectionAccess::Read,
+                    namespace: shared,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn tenant_groups_view_shared_collections_only_and_targets_must_be_shared() {
+        let cases = [
+            (
+                "Readers: {shared_collections: {\"40\": write}}",
+                "group \"Readers\" is a tenant group: tenant users may view shared collections",
+            ),
+            (
+                "Readers: {collections: {root: read}}",
+                "group \"Readers\" is a tenant group: Metabase gives tenant groups no access",
+            ),
+            (
+                "Analysts: {shared_collections: {\"1\": read}}",
+                "shared collection 1 is not a live shared tenant collection",
+            ),
+            (
+                "Analysts: {collections: {\"40\": read}}",
+                "collection 40 is a shared tenant collection: name it under shared_collections",
+            ),
+        ];
+        for (groups, want) in cases {
+            let d = doc(&format!("version: 1\ngroups: {{{groups}}}"));
+            let got = plan(&d, &state()).unwrap_err();
+            assert!(got.starts_with(want), "{groups}: {got}");
+        }
+        // Curating is fine for an internal group, and revoking is fine for anyone.
+        let d = doc("version: 1\ngroups: {Readers: {collections: {\"1\": none}}}");
+        assert!(plan(&d, &state()).unwrap().is_empty());
     }
 
     #[test]

@@ -288,6 +288,7 @@ async fn collections_and_their_graph() {
             name: "Acme".into(),
             description: None,
             parent_id: Some(2),
+            namespace: None,
         })
         .await
         .unwrap();
@@ -296,6 +297,7 @@ async fn collections_and_their_graph() {
             name: "Acme".into(),
             description: None,
             parent_id: Some(2),
+            namespace: None,
         })
         .await
         .unwrap();

@@ -472,3 +472,128 @@ async fn a_permissions_message_may_name_all_tenant_users_and_create_tenant_group
     .await;
     stack.teardown().await;
 }
+
+/// A shared tenant collection, made as an administrator makes one ("External collections").
+async fn shared_collection(stack: &Stack, name: &str) -> i64 {
+    stack
+        .emu_create(
+            "/api/collection",
+            json!({"name": name, "namespace": "shared-tenant-collection"}),
+        )
+        .await
+}
+
+async fn shared_graph(stack: &Stack) -> Value {
+    stack
+        .emu_get("/api/collection/graph?namespace=shared-tenant-collection")
+        .await
+}
+
+async fn apply(stack: &Stack, id: &str, doc: Value) {
+    run(
+        stack,
+        &[json!({"id": id, "kind": "permissions.applied", "payload": {"document": doc}})],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permissions_message_grants_on_shared_tenant_collections() {
+    let stack = native_stack(1).await;
+    let sc = shared_collection(&stack, "Analytics for everyone").await;
+    let before = stack.emu_get("/api/collection/graph").await;
+    apply(
+        &stack,
+        "shared-1",
+        json!({"version": 1, "groups": {
+            "All tenant users": {"shared_collections": {"root": "read"}},
+            "Premium": {"tenant_group": true, "shared_collections": {sc.to_string(): "read"}},
+            "Content team": {"shared_collections": {sc.to_string(): "write"}}
+        }}),
+    )
+    .await;
+    let state = stack.state().await;
+    let (atu, premium, team) = (
+        all_tenant_users(&state).to_string(),
+        group_id(&state, "Premium").to_string(),
+        group_id(&state, "Content team").to_string(),
+    );
+    let shared = shared_graph(&stack).await;
+    let cells = &shared["groups"];
+    assert_eq!(cells[&atu]["root"], "read", "{shared}");
+    assert_eq!(cells[&premium][sc.to_string()], "read", "{shared}");
+    assert_eq!(cells[&team][sc.to_string()], "write", "{shared}");
+    // The default namespace was not written: same cells, and the revision moved by the one
+    // shared write only (one revision for every namespace).
+    let after = stack.emu_get("/api/collection/graph").await;
+    assert_eq!(after["groups"], before["groups"]);
+    assert_eq!(after["revision"], shared["revision"]);
+
+    // Tenant users may view shared collections, never curate them: refused before Metabase
+    // (which would answer a 500) and dead-lettered, nothing written.
+    stack
+        .publish(&[json!({"id": "shared-2", "kind": "permissions.applied", "payload": {"document":
+            {"version": 1, "groups": {"Premium": {"shared_collections": {sc.to_string(): "write"}}}}}})])
+        .await;
+    crate::support::eventually("the curating tenant group refused", || async {
+        (stack.dead_letters().await.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(shared_graph(&stack).await["groups"], shared["groups"]);
+    stack.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_default_namespace_grant_leaves_shared_collections_alone() {
+    let stack = native_stack(1).await;
+    let sc = shared_collection(&stack, "Shared dashboards").await;
+    apply(
+        &stack,
+        "ns-1",
+        json!({"version": 1, "groups": {
+            "Content team": {"shared_collections": {sc.to_string(): "write"}}}}),
+    )
+    .await;
+    let shared = shared_graph(&stack).await;
+    // Root and collection 2 ("Shared", default namespace) for the same group.
+    apply(
+        &stack,
+        "ns-2",
+        json!({"version": 1, "groups": {
+            "Content team": {"collections": {"root": "read", "2": "write"}}}}),
+    )
+    .await;
+    let state = stack.state().await;
+    let team = group_id(&state, "Content team").to_string();
+    let default = stack.emu_get("/api/collection/graph").await;
+    assert_eq!(default["groups"][&team]["root"], "read");
+    assert_eq!(default["groups"][&team]["2"], "write");
+    assert!(default["groups"]["2"].get(sc.to_string()).is_none());
+    let now = shared_graph(&stack).await;
+    assert_eq!(
+        now["groups"], shared["groups"],
+        "the shared root kept its cells"
+    );
+    assert_eq!(now["groups"][&team][sc.to_string()], "write");
+    assert!(now["groups"][&team].get("root").is_none());
+
+    // A shared collection named among the default ones is refused, not dropped silently.
+    stack
+        .publish(&[json!({"id": "ns-3", "kind": "permissions.applied", "payload": {"document":
+            {"version": 1, "groups": {"Content team": {"collections": {sc.to_string(): "read"}}}}}})])
+        .await;
+    crate::support::eventually(
+        "a shared collection among the default ones refused",
+        || async { (stack.dead_letters().await.len() == 1).then_some(()) },
+    )
+    .await;
+    let dead = stack.dead_letters().await;
+    assert!(
+        dead[0]
+            .to_string()
+            .contains("is a shared tenant collection"),
+        "{dead:?}"
+    );
+    assert_eq!(shared_graph(&stack).await["groups"], shared["groups"]);
+    stack.teardown().await;
+}

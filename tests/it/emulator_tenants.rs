@@ -361,3 +361,110 @@ async fn the_tenant_client_speaks_the_emulators_tenants() {
     let g = mb.create_tenant_group("Managers").await.unwrap();
     assert!(mbprov::metabase::tenants::is_tenant_group(&g));
 }
+
+/// Shared tenant collections: made with `POST /api/collection {"namespace":
+/// "shared-tenant-collection"}` once `use-tenants` is on (`validate-new-tenant-collection!`,
+/// `tenants/core.clj`: `api/check-400`, "Invalid Request."; the OSS version refuses them all),
+/// kept in their own graph slice, and tenant groups may view them but curate nothing and view
+/// nothing else (`permissions/models/permissions.clj`, `grant-collection-read-permissions!` and
+/// `grant-collection-readwrite-permissions!`; test `cannot-grant-collection-permissions-to-tenant-group`):
+/// plain `ex-info`s, so a 500 and nothing written.
+#[tokio::test]
+async fn shared_tenant_collections_and_what_tenant_groups_may_hold() {
+    let oss = start(true).await;
+    let shared = json!({"name": "Shared", "namespace": "shared-tenant-collection"});
+    let (status, body) = oss
+        .call(Method::POST, "/api/collection", Some(shared.clone()))
+        .await;
+    assert_eq!(
+        (status, body),
+        (400, json!("Cannot create tenant collection on OSS."))
+    );
+
+    let emu = start(false).await;
+    let (status, body) = emu
+        .call(Method::POST, "/api/collection", Some(shared.clone()))
+        .await;
+    assert_eq!(
+        (status, body),
+        (400, json!("Invalid Request.")),
+        "tenants off"
+    );
+    emu.call(
+        Method::PUT,
+        "/api/setting/use-tenants",
+        Some(json!({"value": true})),
+    )
+    .await;
+    let (status, sc) = emu
+        .call(Method::POST, "/api/collection", Some(shared))
+        .await;
+    assert_eq!(status, 200, "{sc}");
+    assert_eq!(sc["namespace"], "shared-tenant-collection");
+    let sc = sc["id"].as_i64().expect("id");
+    let (_, tg) = emu
+        .call(
+            Method::POST,
+            "/api/permissions/group",
+            Some(json!({"name": "Readers", "is_tenant_group": true})),
+        )
+        .await;
+    let tg = tg["id"].as_i64().expect("group id").to_string();
+    let graph = |ns: &'static str| {
+        let emu = &emu;
+        async move {
+            emu.call(Method::GET, &format!("/api/collection/graph{ns}"), None)
+                .await
+                .1
+        }
+    };
+    let put = |ns: Value, cells: Value| {
+        let emu = &emu;
+        let tg = tg.clone();
+        async move {
+            let revision =
+                emu.call(Method::GET, "/api/collection/graph", None).await.1["revision"].clone();
+            emu.call(
+                Method::PUT,
+                "/api/collection/graph",
+                Some(json!({"revision": revision, "namespace": ns, "groups": {tg: cells}})),
+            )
+            .await
+        }
+    };
+    let ns = json!("shared-tenant-collection");
+    let sk = sc.to_string();
+    // The default slice does not hold it; the shared one does, with its own root.
+    assert!(graph("").await["groups"]["2"].get(&sk).is_none());
+    let shared_graph = graph("?namespace=shared-tenant-collection").await;
+    assert_eq!(shared_graph["groups"]["2"][&sk], "write");
+    assert_eq!(shared_graph["groups"]["2"]["root"], "write");
+
+    let before = graph("").await["revision"].clone();
+    let (status, body) = put(ns.clone(), json!({&sk: "write"})).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (
+            500,
+            &json!("Tenant groups cannot have write access to any collections.")
+        )
+    );
+    let (status, body) = put(Value::Null, json!({"root": "read"})).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (
+            500,
+            &json!("Tenant groups cannot receive access to non-tenant collections.")
+        )
+    );
+    assert_eq!(graph("").await["revision"], before, "nothing written");
+    let (status, body) = put(ns.clone(), json!({&sk: "read", "root": "read"})).await;
+    assert_eq!(status, 200, "{body}");
+    let shared_graph = graph("?namespace=shared-tenant-collection").await;
+    assert_eq!(shared_graph["groups"][&tg][&sk], "read");
+    assert_eq!(shared_graph["groups"][&tg]["root"], "read");
+    assert!(graph("").await["groups"].get(&tg).is_none());
+    // Taking access away is always allowed.
+    let (status, _) = put(ns, json!({&sk: "none"})).await;
+    assert_eq!(status, 200);
+}

@@ -13,7 +13,7 @@ use mbprov::jobs::policy::BuiltinGroups;
 use mbprov::metabase::models::*;
 use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
 use mbprov::store::JobStore;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const KEY: &str = "writer-key";
 
@@ -261,6 +261,7 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
             group: g,
             collection,
             access: CollectionAccess::Read,
+            namespace: CollectionNamespace::Default,
         }]
     };
     // Hold the lock while the three queue, so they form one batch.
@@ -450,4 +451,79 @@ async fn time_under_the_graph_lock_is_capped_by_the_budget() {
         serde_json::json!({"latency_ms": 0}),
     )
     .await;
+}
+
+/// Grants in two namespaces in one call: each is written in its own slice of the graph (the
+/// shared one with `namespace` in the PUT body), and a grant naming a collection the namespace
+/// does not hold is refused before Metabase could drop it silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_are_written_in_their_namespace_and_foreign_collections_refused() {
+    let s = setup().await;
+    let on = reqwest::Client::new()
+        .put(format!("{}/api/setting/use-tenants", s.url))
+        .header("x-api-key", KEY)
+        .json(&json!({"value": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(on.status().is_success());
+    let sc =
+        s.mb.create_collection(&NewCollection {
+            name: "Shared".into(),
+            namespace: Some("shared-tenant-collection".into()),
+            ..NewCollection::default()
+        })
+        .await
+        .unwrap()
+        .id;
+    let g = s.mb.create_group("Curators").await.unwrap().id;
+    let op = |collection, access, namespace| CollectionOp::Set {
+        group: g,
+        collection,
+        access,
+        namespace,
+    };
+    let (shared, default) = (
+        CollectionNamespace::SharedTenant,
+        CollectionNamespace::Default,
+    );
+    s.writer
+        .write_collections(vec![
+            op(sc, CollectionAccess::Write, shared),
+            op(CollectionKey::Root, CollectionAccess::Read, default),
+        ])
+        .await
+        .unwrap();
+    let in_shared = s.mb.collection_graph_in(shared).await.unwrap();
+    let in_default = s.mb.collection_graph().await.unwrap();
+    assert_eq!(in_shared.access(g, sc), CollectionAccess::Write);
+    assert_eq!(
+        in_shared.access(g, CollectionKey::Root),
+        CollectionAccess::None
+    );
+    assert_eq!(
+        in_default.access(g, CollectionKey::Root),
+        CollectionAccess::Read
+    );
+    assert_eq!(in_default.access(g, sc), CollectionAccess::None);
+
+    // Collection 2 is the default namespace's "Shared": not a shared tenant collection.
+    let refused = s
+        .writer
+        .write_collections(vec![op(
+            CollectionKey::Id(2),
+            CollectionAccess::Read,
+            shared,
+        )])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.class(), ErrorClass::Permanent, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("collection 2 is not a live collection of the shared-tenant-collection"),
+        "{refused}"
+    );
+    let after = s.mb.collection_graph_in(shared).await.unwrap();
+    assert_eq!(after.revision, in_shared.revision, "nothing written");
 }

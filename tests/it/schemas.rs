@@ -117,6 +117,20 @@ fn example_envelopes_parse_and_validate() {
     }
 }
 
+/// `examples/permissions.tenants.yaml` loads like `mbprov apply -f` loads it and validates
+/// against the document schema.
+#[test]
+fn the_tenant_permissions_example_loads_and_validates() {
+    let path = root().join("examples/permissions.tenants.yaml");
+    let doc = mbprov::pac::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!doc.groups["Premium"].shared_collections.is_empty());
+    let value = serde_json::to_value(&doc).unwrap();
+    assert_eq!(
+        errors(&validator("permissions-document.schema.json"), &value),
+        Vec::<String>::new()
+    );
+}
+
 /// The contract's own examples (CONTRACT.md §3-§5), with the parser and the schema agreeing.
 fn contract_examples() -> Vec<Value> {
     vec![

@@ -32,8 +32,32 @@ fn collection_json(c: &Collection) -> ApiResult<Value> {
     Ok(v)
 }
 
-pub async fn get_graph(State(app): State<App>, _: Superuser) -> ApiResult<Json<Value>> {
-    to_json(&app.state.lock().await.render_collection_graph()).map(Json)
+/// `?namespace=` (a non-blank string) picks the namespace's slice (`GET /graph` in
+/// `collections_rest/api.clj`).
+fn graph_namespace(p: &Params) -> ApiResult<Option<String>> {
+    match p.get("namespace") {
+        None => Ok(None),
+        Some(ns) if !ns.trim().is_empty() => Ok(Some(ns.to_string())),
+        Some(_) => Err(ApiError::schema(
+            "namespace",
+            "nullable value must be a non-blank string.",
+        )),
+    }
+}
+
+pub async fn get_graph(
+    State(app): State<App>,
+    _: Superuser,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let ns = graph_namespace(&Params::parse(query.as_deref()))?;
+    to_json(
+        &app.state
+            .lock()
+            .await
+            .render_collection_graph_in(ns.as_deref()),
+    )
+    .map(Json)
 }
 
 pub async fn put_graph(
@@ -62,7 +86,8 @@ pub async fn put_graph(
     if skip {
         return Ok(Json(json!({"revision": revision})));
     }
-    to_json(&db.render_collection_graph()).map(Json)
+    let ns = body.get("namespace").and_then(Value::as_str);
+    to_json(&db.render_collection_graph_in(ns)).map(Json)
 }
 
 /// Root first, then every collection (admins see personal ones too); archived only on request.
@@ -73,15 +98,19 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let p = Params::parse(query.as_deref());
     let archived = p.flag("archived");
+    // One namespace at a time (`select-collections`: `audit-namespace-clause`).
+    let ns = graph_namespace(&p)?;
     let db = app.state.lock().await;
     let mut out: Vec<Collection> = Vec::new();
     if !archived {
-        out.push(Db::root_collection_model());
+        let mut root = Db::root_collection_model();
+        root.namespace.clone_from(&ns);
+        out.push(root);
     }
     out.extend(
         db.collections
             .values()
-            .filter(|c| c.archived == archived)
+            .filter(|c| c.archived == archived && c.namespace == ns)
             .map(|c| db.collection_model(c)),
     );
     out.iter()
@@ -110,7 +139,6 @@ pub async fn get_one(
             let c = db.collections.get(&id).ok_or_else(ApiError::not_found)?;
             let mut model = db.collection_model(c);
             if db.tenancy.tenant_collections.contains(&id) {
-                model.namespace = Some("tenant-specific".into());
                 model
                     .extra
                     .insert("type".into(), json!("tenant-specific-root-collection"));
@@ -162,6 +190,7 @@ pub async fn create(State(app): State<App>, _: Superuser, body: Bytes) -> ApiRes
             .ok_or_else(|| ApiError::schema("name", "value must be a non-blank string."))?,
         description: opt_string(&body, "description")?,
         parent_id: body.get("parent_id").and_then(Value::as_i64),
+        namespace: opt_string(&body, "namespace")?,
     };
     let mut db = app.state.lock().await;
     let id = db.create_collection(input)?;

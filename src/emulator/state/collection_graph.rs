@@ -1,9 +1,13 @@
-//! The collection permissions graph (metabase-api.md §3): sparse, partial PUTs, admins synthesised.
+//! The collection permissions graph (metabase-api.md §3): sparse, partial PUTs, admins
+//! synthesised, one slice per namespace with its own root and one revision for all
+//! (`permissions/models/collection/graph.clj`, `graph` and `update-graph!`; test
+//! `collection-namespace-test`).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::collections::SHARED_TENANT_NAMESPACE;
 use super::{ADMIN_GROUP, State};
 use crate::emulator::error::{ApiError, ApiResult, text};
 use crate::metabase::models::{
@@ -22,42 +26,80 @@ impl State {
         }
     }
 
-    fn admin_cells(&self) -> BTreeMap<CollectionKey, CollectionAccess> {
+    /// A collection of namespace `ns` (`None`: the default one); every namespace has a root.
+    fn in_namespace(&self, key: CollectionKey, ns: Option<&str>) -> bool {
+        match key {
+            CollectionKey::Root => true,
+            CollectionKey::Id(id) => self
+                .collections
+                .get(&id)
+                .is_some_and(|c| c.namespace.as_deref() == ns),
+        }
+    }
+
+    fn eligible_in(&self, key: CollectionKey, ns: Option<&str>) -> bool {
+        self.graph_eligible(key) && self.in_namespace(key, ns)
+    }
+
+    fn admin_cells(&self, ns: Option<&str>) -> BTreeMap<CollectionKey, CollectionAccess> {
         std::iter::once(CollectionKey::Root)
             .chain(self.collections.keys().map(|id| CollectionKey::Id(*id)))
-            .filter(|k| self.graph_eligible(*k))
+            .filter(|k| self.eligible_in(*k, ns))
             .map(|k| (k, CollectionAccess::Write))
             .collect()
     }
 
-    /// `GET /api/collection/graph`: from 0.56.13 only `read`/`write` cells, groups without any
-    /// absent (PR metabase#65098); before, every group x every eligible collection with an
-    /// explicit `"none"`.
+    /// A group's stored cells in namespace `ns`: its collections there, and that namespace's
+    /// root (the default root lives with the collections, the others apart).
+    fn stored_cells(
+        &self,
+        group: i64,
+        ns: Option<&str>,
+    ) -> BTreeMap<CollectionKey, CollectionAccess> {
+        let mut cells: BTreeMap<CollectionKey, CollectionAccess> = self
+            .collection_perms
+            .get(&group)
+            .map(|cells| {
+                cells
+                    .iter()
+                    .filter(|(k, _)| **k != CollectionKey::Root || ns.is_none())
+                    .filter(|(k, _)| self.eligible_in(**k, ns))
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(ns) = ns
+            && let Some(access) = self.namespace_roots.get(ns).and_then(|r| r.get(&group))
+        {
+            cells.insert(CollectionKey::Root, access.clone());
+        }
+        cells
+    }
+
+    /// `GET /api/collection/graph` (the default namespace).
     pub fn render_collection_graph(&self) -> CollectionGraph {
+        self.render_collection_graph_in(None)
+    }
+
+    /// `GET /api/collection/graph?namespace=`: from 0.56.13 only `read`/`write` cells, groups
+    /// without any absent (PR metabase#65098); before, every group x every eligible collection
+    /// with an explicit `"none"`. Only the collections of `ns`, and its root.
+    pub fn render_collection_graph_in(&self, ns: Option<&str>) -> CollectionGraph {
         let mut groups = CollectionGroups::new();
         let full = !self.edition.sparse_collection_graph();
         let eligible: Vec<CollectionKey> = if full {
             std::iter::once(CollectionKey::Root)
                 .chain(self.collections.keys().map(|id| CollectionKey::Id(*id)))
-                .filter(|k| self.graph_eligible(*k))
+                .filter(|k| self.eligible_in(*k, ns))
                 .collect()
         } else {
             Vec::new()
         };
         for id in self.groups.keys() {
             let cells: BTreeMap<CollectionKey, CollectionAccess> = if *id == ADMIN_GROUP {
-                self.admin_cells()
+                self.admin_cells(ns)
             } else {
-                self.collection_perms
-                    .get(id)
-                    .map(|cells| {
-                        cells
-                            .iter()
-                            .filter(|(k, _)| self.graph_eligible(**k))
-                            .map(|(k, v)| (*k, v.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default()
+                self.stored_cells(*id, ns)
             };
             let cells = if full {
                 eligible
@@ -81,20 +123,67 @@ impl State {
         }
     }
 
-    fn current_cell(&self, group: i64, key: CollectionKey) -> CollectionAccess {
+    fn stored_cell(
+        &self,
+        group: i64,
+        key: CollectionKey,
+        ns: Option<&str>,
+    ) -> Option<&CollectionAccess> {
+        match (key, ns) {
+            (CollectionKey::Root, Some(ns)) => self.namespace_roots.get(ns)?.get(&group),
+            _ => self.collection_perms.get(&group)?.get(&key),
+        }
+    }
+
+    fn current_cell(&self, group: i64, key: CollectionKey, ns: Option<&str>) -> CollectionAccess {
         if group == ADMIN_GROUP {
             return CollectionAccess::Write;
         }
-        self.collection_perms
-            .get(&group)
-            .and_then(|c| c.get(&key))
+        self.stored_cell(group, key, ns)
             .cloned()
             .unwrap_or(CollectionAccess::None)
     }
 
+    /// `grant-collection-readwrite-permissions!` and `grant-collection-read-permissions!`
+    /// (`permissions/models/permissions.clj`): a tenant group may never curate, and may view
+    /// only shared tenant collections (and their root). Plain `ex-info`s without a status:
+    /// Metabase answers 500, and the transaction keeps nothing.
+    fn check_tenant_grant(
+        &self,
+        group: i64,
+        ns: Option<&str>,
+        access: &CollectionAccess,
+    ) -> ApiResult<()> {
+        if !self.is_tenant_group(group) {
+            return Ok(());
+        }
+        match access {
+            CollectionAccess::Write => Err(ApiError::server(
+                "Tenant groups cannot have write access to any collections.",
+            )),
+            CollectionAccess::Read if ns != Some(SHARED_TENANT_NAMESPACE) => Err(ApiError::server(
+                "Tenant groups cannot receive access to non-tenant collections.",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// `PUT /api/collection/graph`: only the cells in the body change; the revision goes up
-    /// only when the body differs from the sparse graph. Returns the new revision.
+    /// only when the body differs from the sparse graph. Returns the new revision. The body's
+    /// `namespace` picks the slice: cells for collections of another namespace are dropped
+    /// without a word (`remove-collections-from-other-namespaces`), `root` is that namespace's.
     pub fn put_collection_graph(&mut self, body: &Value, force: bool) -> ApiResult<i64> {
+        let ns: Option<String> = match body.get("namespace") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(_) => {
+                return Err(ApiError::schema(
+                    "namespace",
+                    "nullable value must be a non-blank string.",
+                ));
+            }
+        };
+        let ns = ns.as_deref();
         let groups: CollectionGroups = match body.get("groups") {
             None | Some(Value::Null) => CollectionGroups::new(),
             Some(g) => serde_json::from_value(g.clone())
@@ -130,7 +219,7 @@ impl State {
                     return Err(ApiError::server("Collection does not exist."));
                 }
                 if let CollectionKey::Id(id) = key
-                    && self.is_personal_tree(*id)
+                    && (self.is_personal_tree(*id) || !self.in_namespace(*key, ns))
                 {
                     continue;
                 }
@@ -139,11 +228,8 @@ impl State {
                 let none_on_missing = self.edition.sparse_collection_graph()
                     && *access == CollectionAccess::None
                     && *group != ADMIN_GROUP
-                    && !self
-                        .collection_perms
-                        .get(group)
-                        .is_some_and(|c| c.contains_key(key));
-                if none_on_missing || self.current_cell(*group, *key) != *access {
+                    && self.stored_cell(*group, *key, ns).is_none();
+                if none_on_missing || self.current_cell(*group, *key, ns) != *access {
                     if *group == ADMIN_GROUP {
                         return Err(ApiError::bad_request(text::ADMIN_PERMISSIONS));
                     }
@@ -157,8 +243,22 @@ impl State {
             }
             return Ok(self.collection_revision);
         }
+        for (group, _, access) in &changes {
+            self.check_tenant_grant(*group, ns, access)?;
+        }
         for (group, key, access) in changes {
-            let cells = self.collection_perms.entry(group).or_default();
+            let cells = match (key, ns) {
+                (CollectionKey::Root, Some(ns)) => {
+                    let root = self.namespace_roots.entry(ns.to_string()).or_default();
+                    if access == CollectionAccess::None {
+                        root.remove(&group);
+                    } else {
+                        root.insert(group, access);
+                    }
+                    continue;
+                }
+                _ => self.collection_perms.entry(group).or_default(),
+            };
             if access == CollectionAccess::None {
                 cells.remove(&key);
             } else {

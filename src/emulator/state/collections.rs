@@ -17,6 +17,9 @@ pub struct CollectionRec {
     pub location: String,
     pub archived: bool,
     pub personal_owner_id: Option<i64>,
+    /// `None` is Metabase's default (`nil`) namespace; tenant collections are
+    /// `tenant-specific`, shared tenant collections `shared-tenant-collection`.
+    pub namespace: Option<String>,
     pub entity_id: String,
     pub created_at: String,
 }
@@ -45,7 +48,21 @@ pub struct NewCollectionInput {
     pub name: String,
     pub description: Option<String>,
     pub parent_id: Option<i64>,
+    /// `None`: the parent's namespace (the default one at top level).
+    pub namespace: Option<String>,
 }
+
+/// The namespace of Metabase Tenants' shared collections (`collection/shared-tenant-ns`).
+pub const SHARED_TENANT_NAMESPACE: &str = "shared-tenant-collection";
+
+/// `assert-valid-namespace` (`collections/models/collection.clj`).
+const NOT_PARENTS_NAMESPACE: &str = "Collection must be in the same namespace as its parent";
+
+/// `api/check-400` without a message (`api/common.clj`, `generic-400`).
+const INVALID_REQUEST: &str = "Invalid Request.";
+
+/// The OSS `validate-new-tenant-collection!` (`collections/create.clj`).
+const TENANT_COLLECTION_ON_OSS: &str = "Cannot create tenant collection on OSS.";
 
 /// `PUT /api/collection/:id`, decoded: outer `None` = key absent; `parent_id: Some(None)` = root.
 #[derive(Clone, Debug, Default)]
@@ -77,6 +94,7 @@ impl State {
                 location,
                 archived: false,
                 personal_owner_id: owner,
+                namespace: None,
                 entity_id: entity_id(),
                 created_at: now(),
             },
@@ -124,23 +142,61 @@ impl State {
                 "value must be a non-blank string.",
             ));
         }
-        if let Some(p) = input.parent_id
-            && !self.collections.contains_key(&p)
-        {
-            return Err(ApiError::not_found());
+        let parent_namespace = match input.parent_id {
+            None => None,
+            Some(p) => match self.collections.get(&p) {
+                Some(parent) => parent.namespace.clone(),
+                None => return Err(ApiError::not_found()),
+            },
+        };
+        // Without `namespace` a child takes its parent's; with one it must be the parent's
+        // (`assert-valid-namespace`; tests `create-child-collection-namespace-inheritance-test`,
+        // `create-child-collection-explicit-namespace-fails-test`).
+        let namespace = match (&input.namespace, input.parent_id) {
+            (None, _) => parent_namespace,
+            (Some(ns), Some(_)) if Some(ns) != parent_namespace.as_ref() => {
+                return Err(ApiError::field("location", NOT_PARENTS_NAMESPACE));
+            }
+            (Some(ns), _) => Some(ns.clone()),
+        };
+        // `validate-new-tenant-collection!`: the OSS version refuses every shared tenant
+        // collection, the EE one unless `use-tenants` is on (`tenants/core.clj`).
+        if namespace.as_deref() == Some(SHARED_TENANT_NAMESPACE) {
+            if !self.edition.tenants() {
+                return Err(ApiError::bad_request(TENANT_COLLECTION_ON_OSS));
+            }
+            if !self.tenancy.enabled {
+                return Err(ApiError::bad_request(INVALID_REQUEST));
+            }
         }
         let id =
             self.insert_collection_record(&input.name, input.description, input.parent_id, None);
+        if let Some(c) = self.collections.get_mut(&id) {
+            c.namespace = namespace.clone();
+        }
         // Personal (and tenant and trash) parents are neither copied nor bumped (correction 4).
         if input.parent_id.is_some_and(|p| self.is_personal_tree(p)) {
             return Ok(id);
         }
-        let source = input
-            .parent_id
-            .map_or(CollectionKey::Root, CollectionKey::Id);
-        for cells in self.collection_perms.values_mut() {
-            if let Some(access) = cells.get(&source).cloned() {
-                cells.insert(CollectionKey::Id(id), access);
+        // A top-level collection copies its namespace's root (`copy-parent-permissions!`:
+        // `(assoc root-collection :namespace collection-namespace)`).
+        match (input.parent_id, namespace) {
+            (None, Some(ns)) => {
+                let root = self.namespace_roots.get(&ns).cloned().unwrap_or_default();
+                for (group, access) in root {
+                    self.collection_perms
+                        .entry(group)
+                        .or_default()
+                        .insert(CollectionKey::Id(id), access);
+                }
+            }
+            (parent, _) => {
+                let source = parent.map_or(CollectionKey::Root, CollectionKey::Id);
+                for cells in self.collection_perms.values_mut() {
+                    if let Some(access) = cells.get(&source).cloned() {
+                        cells.insert(CollectionKey::Id(id), access);
+                    }
+                }
             }
         }
         if self.edition.creation_bumps_collection_revision {
@@ -283,7 +339,7 @@ impl State {
             location: Some(c.location.clone()),
             archived: c.archived,
             personal_owner_id: c.personal_owner_id,
-            namespace: None,
+            namespace: c.namespace.clone(),
             extra,
         }
     }

@@ -127,6 +127,9 @@ impl State {
         self.memberships.retain(|_, m| m.group_id != id);
         self.data.remove_group(id);
         self.collection_perms.remove(&id);
+        for cells in self.namespace_roots.values_mut() {
+            cells.remove(&id);
+        }
         self.sandboxes.retain(|_, s| s.group_id != id);
         Ok(())
     }

@@ -110,6 +110,11 @@ pub struct State {
     pub data_revision: i64,
     /// Group -> collection -> `read`/`write` (a `none` cell is simply absent).
     pub collection_perms: BTreeMap<i64, BTreeMap<CollectionKey, CollectionAccess>>,
+    /// The roots of the other namespaces: namespace -> group -> `read`/`write`. Metabase keeps
+    /// each namespace's root apart (`/collection/namespace/<ns>/root/`, `graph` in
+    /// `permissions/models/collection/graph.clj`).
+    pub namespace_roots: BTreeMap<String, BTreeMap<i64, CollectionAccess>>,
+    /// One revision for every namespace (`collection_permission_graph_revision`).
     pub collection_revision: i64,
     pub sandboxes: BTreeMap<i64, SandboxRec>,
     pub api_keys: BTreeMap<i64, ApiKeyRec>,
@@ -136,6 +141,7 @@ impl State {
             data: DataPerms::default(),
             data_revision: 1,
             collection_perms: BTreeMap::new(),
+            namespace_roots: BTreeMap::new(),
             collection_revision: 1,
             sandboxes: BTreeMap::new(),
             api_keys: BTreeMap::new(),

@@ -232,6 +232,9 @@ impl State {
         }
         let collection =
             self.insert_collection_record(&format!("Tenant Collection: {name}"), None, None, None);
+        if let Some(c) = self.collections.get_mut(&collection) {
+            c.namespace = Some("tenant-specific".into());
+        }
         self.tenancy.tenant_collections.insert(collection);
         let id = Sequences::take(&mut self.tenancy.seq);
         self.tenancy.tenants.insert(

@@ -24,6 +24,7 @@ fn new_collection(s: &mut State, name: &str, parent_id: Option<i64>) -> i64 {
         name: name.into(),
         description: None,
         parent_id,
+        namespace: None,
     })
     .unwrap()
 }

@@ -107,13 +107,52 @@ impl Collection {
 }
 
 /// `POST /api/collection`. No `color`: current Metabase does not take it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewCollection {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<i64>,
+    /// Left out, a child takes its parent's namespace and a top-level collection the default
+    /// one (../shared/metabase-api.md §4; metabase-test-facts.md 42).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The collection namespaces mbprov writes grants in. Each is its own hierarchy with its own
+/// root and its own slice of the collection graph (`GET /api/collection/graph?namespace=`, the
+/// PUT's body key `namespace`), while the revision is one for all of them: Metabase's
+/// `permissions/models/collection/graph.clj` (`graph`, `update-graph!`) reads and bumps the
+/// one `collection_permission_graph_revision` table whatever the namespace.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum CollectionNamespace {
+    /// Metabase's `nil` namespace: "Our analytics" and its collections.
+    #[default]
+    #[serde(rename = "default")]
+    Default,
+    /// Shared tenant collections (Metabase Tenants, "External collections" in the UI):
+    /// `collections.models.collection/shared-tenant-ns`.
+    #[serde(rename = "shared-tenant-collection")]
+    SharedTenant,
+}
+
+impl CollectionNamespace {
+    /// The value of `?namespace=` and of the PUT body's `namespace`; `None` for the default.
+    pub fn api_name(self) -> Option<&'static str> {
+        match self {
+            CollectionNamespace::Default => None,
+            CollectionNamespace::SharedTenant => Some("shared-tenant-collection"),
+        }
+    }
+}
+
+impl fmt::Display for CollectionNamespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.api_name().unwrap_or("default"))
+    }
 }
 
 /// `PUT /api/collection/:id`. `archived` is always sent: from v0.57 Metabase defaults a missing

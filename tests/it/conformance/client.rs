@@ -83,6 +83,7 @@ async fn client_requests_are_right_on_both_editions() {
                 name: "Tenant".into(),
                 description: None,
                 parent_id: None,
+                namespace: None,
             })
             .await
             .expect("collection");
@@ -148,6 +149,7 @@ async fn server_errors_on_creates_and_graph_writes_are_transient() {
                 name: "X".into(),
                 description: None,
                 parent_id: None,
+                namespace: None,
             })
             .await
             .map(|_| ())

@@ -90,3 +90,101 @@ async fn f34_full_graph_before_0_56_13() {
         assert_eq!(a.as_object().map(|o| o.len()), Some(1), "{a}");
     }
 }
+
+/// Fact 35 (`?namespace=` selects the namespace; entries outside it are ignored), CG
+/// `collection-namespace-test`: each namespace is its own slice with its own root, a PUT drops
+/// the cells of another namespace's collections (`remove-collections-from-other-namespaces`),
+/// and the revision is one for all of them (`graph` reads `c-perm-revision/latest-id`).
+#[tokio::test]
+async fn f35_collection_namespace_test() {
+    for e in each(&BOTH, None).await {
+        let g = e.group("G").await;
+        let gk = g.to_string();
+        let a = e.collection("Default A", None).await;
+        let ca = e
+            .post(
+                "/api/collection",
+                json!({"name": "Currency A", "namespace": "currency"}),
+            )
+            .await
+            .ok()["id"]
+            .as_i64()
+            .expect("id");
+        let cab = e.collection("Currency A -> B", Some(ca)).await;
+        let currency = || async { e.get("/api/collection/graph?namespace=currency").await.ok() };
+        let default = || async { e.get("/api/collection/graph").await.ok() };
+
+        // Each slice lists only its own collections (the admins' row shows which).
+        let admins = currency().await["groups"]["2"].clone();
+        assert_eq!(admins["root"], "write");
+        assert_eq!(admins[ca.to_string()], "write");
+        assert_eq!(admins[cab.to_string()], "write");
+        assert!(admins.get(a.to_string()).is_none(), "{admins}");
+        assert!(default().await["groups"]["2"].get(ca.to_string()).is_none());
+
+        // A default PUT naming a currency collection leaves it alone.
+        let before = default().await["revision"].clone();
+        e.put(
+            "/api/collection/graph",
+            json!({"revision": before, "groups": {&gk: {a.to_string(): "write", cab.to_string(): "write"}}}),
+        )
+        .await
+        .ok();
+        assert_eq!(default().await["groups"][&gk][a.to_string()], "write");
+        assert!(
+            currency().await["groups"][&gk]
+                .get(cab.to_string())
+                .is_none()
+        );
+
+        // A currency PUT: the default collection's cell is dropped, the revision is shared.
+        let rev = currency().await["revision"].as_i64().expect("revision");
+        assert_eq!(json!(rev), default().await["revision"]);
+        let put = e
+            .put(
+                "/api/collection/graph",
+                json!({"revision": rev, "namespace": "currency",
+                       "groups": {&gk: {a.to_string(): "read", ca.to_string(): "write"}}}),
+            )
+            .await
+            .ok();
+        assert_eq!(put["groups"][&gk][ca.to_string()], "write", "{put}");
+        assert!(put["groups"][&gk].get(a.to_string()).is_none(), "{put}");
+        assert_eq!(default().await["groups"][&gk][a.to_string()], "write");
+        assert_eq!(default().await["revision"], json!(rev + 1));
+        // ...so a default-namespace writer holding the older revision is stale now.
+        e.put(
+            "/api/collection/graph",
+            json!({"revision": rev, "groups": {&gk: {a.to_string(): "none"}}}),
+        )
+        .await
+        .plain(409, STALE);
+
+        // Roots are per namespace.
+        e.put_collections(json!({&gk: {"root": "read"}}), "")
+            .await
+            .ok();
+        assert!(currency().await["groups"][&gk].get("root").is_none());
+        let rev = currency().await["revision"].clone();
+        e.put(
+            "/api/collection/graph",
+            json!({"revision": rev, "namespace": "currency", "groups": {&gk: {"root": "write"}}}),
+        )
+        .await
+        .ok();
+        assert_eq!(currency().await["groups"][&gk]["root"], "write");
+        assert_eq!(default().await["groups"][&gk]["root"], "read");
+        // A top-level collection of a namespace copies that namespace's root
+        // (`copy-parent-permissions!`).
+        let cc = e
+            .post(
+                "/api/collection",
+                json!({"name": "Currency C", "namespace": "currency"}),
+            )
+            .await
+            .ok()["id"]
+            .as_i64()
+            .expect("id");
+        assert_eq!(currency().await["groups"][&gk][cc.to_string()], "write");
+    }
+}

@@ -63,6 +63,55 @@ async fn f41_create_child_collection_test() {
     }
 }
 
+/// Fact 42, C `create-child-collection-explicit-namespace-fails-test` and
+/// `create-child-collection-namespace-inheritance-test`: a child named into another namespace
+/// than its parent's is refused (`assert-valid-namespace` in `collections/models/collection.clj`);
+/// without `namespace` it takes the parent's.
+#[tokio::test]
+async fn f42_create_child_collection_explicit_namespace_fails_test() {
+    for e in each(&BOTH, None).await {
+        let a = e.collection("A", None).await;
+        e.post(
+            "/api/collection",
+            json!({"name": "B", "parent_id": a, "namespace": "currency"}),
+        )
+        .await
+        .assert_json(
+            400,
+            json!({"errors": {"location": "Collection must be in the same namespace as its parent"}}),
+        );
+        let currency = e
+            .post(
+                "/api/collection",
+                json!({"name": "C", "namespace": "currency"}),
+            )
+            .await
+            .ok();
+        assert_eq!(currency["namespace"], "currency");
+        let child = e
+            .post(
+                "/api/collection",
+                json!({"name": "D", "parent_id": currency["id"]}),
+            )
+            .await
+            .ok();
+        assert_eq!(child["namespace"], "currency", "inherited");
+        // Naming the parent's namespace is fine; the default one under it is not.
+        e.post(
+            "/api/collection",
+            json!({"name": "E", "parent_id": currency["id"], "namespace": "currency"}),
+        )
+        .await
+        .ok();
+        e.post(
+            "/api/collection",
+            json!({"name": "F", "parent_id": a, "namespace": "currency"}),
+        )
+        .await
+        .status(400);
+    }
+}
+
 /// Fact 43, C `update-collection-test`, `archive-collection-perms-test` (admin half).
 #[tokio::test]
 async fn f43_update_collection_test() {
