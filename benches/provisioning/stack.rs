@@ -130,8 +130,27 @@ impl Stack {
         &self.emulator_url
     }
 
-    /// Starts one more worker replica and waits until it consumes the work queue.
-    pub async fn start_worker(&mut self, env: &Env) -> BenchResult<()> {
+    /// Turns Metabase Tenants on (`PUT /api/setting/use-tenants`), as an administrator would
+    /// before switching mbprov to native tenancy.
+    pub async fn enable_tenants(&self) -> BenchResult<()> {
+        let url = format!("{}/api/setting/use-tenants", self.emulator_url);
+        let resp = self
+            .http
+            .put(url)
+            .header("x-api-key", API_KEY)
+            .json(&json!({"value": true}))
+            .send()
+            .await
+            .map_err(|e| format!("use-tenants: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("use-tenants: {}", resp.status()));
+        }
+        Ok(())
+    }
+
+    /// Starts one more worker replica (`tenancy`: `groups` or `native`) and waits until it
+    /// consumes the work queue.
+    pub async fn start_worker(&mut self, env: &Env, tenancy: &str) -> BenchResult<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -150,6 +169,7 @@ impl Stack {
             .env("MBPROV_HTTP_ADDR", "off")
             .env("MBPROV_RETRY_DELAYS", RETRY_DELAYS)
             .env("MBPROV_SHUTDOWN_GRACE", "10s")
+            .env("MBPROV_TENANCY", tenancy)
             .env("RUST_LOG", &env.rust_log)
             .envs(env.worker_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

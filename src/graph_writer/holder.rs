@@ -37,12 +37,10 @@ pub(super) async fn run<K: Kind>(core: Core, side: Arc<Side>, panic_once: Arc<At
         if !core.config.batch_linger.is_zero() {
             tokio::time::sleep(core.config.batch_linger).await;
         }
-        // Another replica's holder may settle our changes while we wait: then we stop asking.
-        let guard = tokio::select! {
-            guard = lock.acquire(core.config.lock_wait) => guard,
-            () = side.waiters.until_none_waiting() => continue,
-        };
-        let guard = match guard {
+        // Never cancelled half-way: an acquisition dropped after its SET succeeded would leave
+        // the lock held by nobody until its ttl. If another replica's holder settles our changes
+        // meanwhile, this hold finds little or nothing queued and ends at once.
+        let guard = match lock.acquire(core.config.lock_wait).await {
             Ok(guard) => guard,
             Err(LockError::Timeout { .. }) => continue,
             Err(e) => {

@@ -165,12 +165,6 @@ impl Waiters {
         let _ = rx.wait_for(|n| *n > 0).await;
     }
 
-    /// Returns once no change of this process waits (all were settled, here or elsewhere).
-    pub async fn until_none_waiting(&self) {
-        let mut rx = self.waiting.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
-    }
-
     fn update(&self, f: impl FnOnce(&mut HashMap<String, Waiter>)) {
         let Ok(mut map) = self.map.lock() else {
             return;

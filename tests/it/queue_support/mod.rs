@@ -238,12 +238,20 @@ pub struct CleanupOnPanic {
 /// The guard for the standard topology of `prefix` plus `extra` queue suffixes
 /// (`"retry.30m"`, `"jobs.migrating"`).
 pub fn cleanup_on_panic(prefix: &str, extra: &[&str]) -> CleanupOnPanic {
-    let topo = topology(prefix);
-    let mut queues = topo.queues();
-    queues.extend(extra.iter().map(|s| format!("{prefix}.{s}")));
-    CleanupOnPanic {
-        queues,
-        exchanges: vec![topo.work_exchange(), topo.dead()],
+    let mut guard = CleanupOnPanic::for_topology(&topology(prefix));
+    guard
+        .queues
+        .extend(extra.iter().map(|s| format!("{prefix}.{s}")));
+    guard
+}
+
+impl CleanupOnPanic {
+    /// The guard for `topo`'s queues and exchanges.
+    pub fn for_topology(topo: &Topology) -> CleanupOnPanic {
+        CleanupOnPanic {
+            queues: topo.queues(),
+            exchanges: vec![topo.work_exchange(), topo.dead()],
+        }
     }
 }
 

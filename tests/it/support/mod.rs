@@ -48,6 +48,17 @@ pub struct Stack {
     emulator: Child,
     workers: Vec<Worker>,
     http: reqwest::Client,
+    /// A test that panics before [`Stack::teardown`] still leaves no queue behind; its Redis
+    /// keys go in [`Stack`]'s `Drop`.
+    _queues: crate::queue_support::CleanupOnPanic,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            delete_redis_prefix(&self.prefix);
+        }
+    }
 }
 
 pub struct Worker {
@@ -69,7 +80,12 @@ impl Stack {
                 .args(&options.emulator_args),
         )
         .await;
+        let topology = mbprov::queue::topology::Topology::new(
+            &prefix,
+            mbprov::queue::retry::RetryPolicy::new(&parse_delays(&options.retry_delays)),
+        );
         Stack {
+            _queues: crate::queue_support::CleanupOnPanic::for_topology(&topology),
             prefix,
             emulator_url: format!("http://127.0.0.1:{port}"),
             options,
