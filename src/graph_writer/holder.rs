@@ -63,9 +63,9 @@ pub(super) async fn run<K: Kind>(core: Core, side: Arc<Side>, panic_once: Arc<At
 
 /// Under the lock: writes batch after batch of whatever is queued, oldest first, until the
 /// queue holds nothing more this process can write, or a write ran past the lock budget (a slow
-/// Metabase: the jobs back off rather than the lock being kept). Each batch's local jobs hear
-/// of it once the next batch is read; the last batch's outcomes are returned, to be delivered
-/// after the lock is released.
+/// Metabase: the jobs back off rather than the lock being kept). A batch's local jobs hear of a
+/// success as soon as it is settled, of a failure once the next batch is read; the last batch's
+/// failures are returned, to be delivered after the lock is released.
 async fn drain<K: Kind>(
     core: &Core,
     kind: &K,
@@ -148,6 +148,13 @@ async fn drain<K: Kind>(
             held_back.push((entry.id, result));
         }
         settle(side, &settled).await;
+        // Successes reach this process's jobs now, at the same moment the announcement reaches
+        // the other replicas' (their next changes then queue together); failures wait for the
+        // release, so that whatever the job does next finds the lock free.
+        let (failed, written): (Vec<_>, Vec<_>) =
+            held_back.drain(..).partition(|(_, result)| result.is_err());
+        deliver(side, written);
+        held_back = failed;
         if over_budget {
             return held_back;
         }
