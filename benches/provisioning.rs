@@ -455,7 +455,11 @@ fn provisioned(state: &serde_json::Value, s: Scenario) -> u64 {
             groups
                 .iter()
                 .filter(|g| {
-                    in_wave(g["name"].as_str().and_then(|n| n.strip_prefix("Tenant: bench-")))
+                    in_wave(
+                        g["name"]
+                            .as_str()
+                            .and_then(|n| n.strip_prefix("Tenant: bench-")),
+                    )
                 })
                 .count() as u64
         })

@@ -257,56 +257,46 @@ impl Session {
                 None => return Some("the broker cancelled the consumer".into()),
             };
             let job = incoming_job(&delivery);
-            let closed = first_hold(&gate.borrow());
-            if let Some(hold) = closed {
-                // Sent before the broker saw the cancel, or while waiting: not started, so back.
-                inflight.spawn(send_back_task(
+            // Sent before the broker saw the cancel, or while waiting: not started, so back.
+            let mut hold = first_hold(&gate.borrow());
+            let mut slot = None;
+            if hold.is_none() {
+                // While every slot is busy the gate may close (breaker, pause): waiting for a
+                // slot must not keep the consumer alive, so a closing gate sends this delivery
+                // back and the loop's top cancels the consumer.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    acquired = slots.clone().acquire_owned() => match acquired {
+                        Ok(acquired) => slot = Some(acquired),
+                        Err(_) => return None,
+                    },
+                    closed = gate.wait_for(|g| !g.is_open()) => match closed {
+                        Ok(state) => hold = first_hold(&state),
+                        Err(_) => return None,
+                    },
+                }
+                hold = hold.or_else(|| first_hold(&gate.borrow()));
+            }
+            match (hold, slot) {
+                (Some(hold), _) => inflight.spawn(send_back_task(
                     delivery,
                     job,
                     hold,
                     settler.clone(),
                     broken.clone(),
-                ));
-                continue;
-            }
-            // While every slot is busy the gate may close (breaker, pause): waiting for a slot
-            // must not keep the consumer alive, so a closing gate sends this delivery back and
-            // the loop's top cancels the consumer.
-            let slot = tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                slot = slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => Ok(slot),
-                    Err(_) => return None,
-                },
-                closed = gate.wait_for(|g| !g.is_open()) => match closed {
-                    Ok(state) => Err(first_hold(&state)),
-                    Err(_) => return None,
-                },
+                )),
+                (None, Some(slot)) => inflight.spawn(process(
+                    delivery,
+                    job,
+                    handler.clone(),
+                    settler.clone(),
+                    intake.clone(),
+                    broken.clone(),
+                    slot,
+                )),
+                // `wait_for` resolves only on a closed gate, which has a hold.
+                (None, None) => return Some("the intake gate closed without a hold".into()),
             };
-            let slot = match (slot, first_hold(&gate.borrow())) {
-                (Ok(slot), None) => slot,
-                (Ok(_), Some(hold)) | (Err(Some(hold)), _) | (Err(None), Some(hold)) => {
-                    inflight.spawn(send_back_task(
-                        delivery,
-                        job,
-                        hold,
-                        settler.clone(),
-                        broken.clone(),
-                    ));
-                    continue;
-                }
-                // wait_for only resolves on a closed gate, which has a hold.
-                (Err(None), None) => return Some("the intake gate closed without a hold".into()),
-            };
-            inflight.spawn(process(
-                delivery,
-                job,
-                handler.clone(),
-                settler.clone(),
-                intake.clone(),
-                broken.clone(),
-                slot,
-            ));
         }
     }
 

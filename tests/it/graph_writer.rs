@@ -4,32 +4,26 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mbprov::emulator::{EmulatorOptions, spawn};
 use mbprov::error::{Classify, ErrorClass};
 use mbprov::graph::access::db_perms;
 use mbprov::graph::{CollectionOp, DataAccess, DataChange, Features};
-use mbprov::graph_writer::{GraphWriter, TenantCollection, WriteError, WriterConfig};
+use mbprov::graph_writer::{GraphWriter, TenantCollection, WriteError};
 use mbprov::jobs::policy::BuiltinGroups;
+use mbprov::metabase::MetabaseClient;
 use mbprov::metabase::models::*;
-use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
 use mbprov::store::JobStore;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const KEY: &str = "writer-key";
+use crate::writer_support::{
+    KEY, WriterEnv, data_puts, faults, hold_graph_lock, stats, writer_config, writer_env,
+};
 
 struct Setup {
     mb: MetabaseClient,
     store: JobStore,
     writer: GraphWriter,
     url: String,
-    prefix: String,
-    _emu: mbprov::emulator::RunningEmulator,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        crate::support::delete_redis_prefix(&self.prefix);
-    }
+    _env: WriterEnv,
 }
 
 async fn setup() -> Setup {
@@ -37,76 +31,27 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with_budget(lock_budget: Duration) -> Setup {
-    let emu = spawn(EmulatorOptions::new(KEY)).await.unwrap();
-    let mb =
-        MetabaseClient::new(ClientConfig::new(emu.url(), Auth::ApiKey(ApiKey::new(KEY)))).unwrap();
-    let prefix = format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = JobStore::connect(&crate::support::redis_url(), &prefix)
-        .await
-        .unwrap();
+    let env = writer_env("gw").await;
     let writer = GraphWriter::start(
-        mb.clone(),
-        store.clone(),
-        WriterConfig {
-            features: Features::default(),
-            version: Some(Version {
-                major: 56,
-                minor: 3,
-            }),
-            admin_group: 2,
-            lock_ttl: Duration::from_secs(5),
-            lock_wait: Duration::from_secs(20),
-            batch_linger: Duration::ZERO,
-            lock_budget,
-        },
+        env.mb.clone(),
+        env.store.clone(),
+        writer_config(Duration::from_secs(5), lock_budget),
     );
     Setup {
-        url: emu.url(),
-        prefix,
-        mb,
-        store,
+        mb: env.mb.clone(),
+        store: env.store.clone(),
+        url: env.url.clone(),
         writer,
-        _emu: emu,
+        _env: env,
     }
-}
-
-/// The emulator's counters (`GET /_emulator/stats`).
-async fn stats(url: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{url}/_emulator/stats"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn data_puts(url: &str) -> u64 {
-    stats(url).await["graph_puts"]["data"].as_u64().unwrap()
 }
 
 async fn wait_for_backlog(s: &Setup, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.writer.data_backlog() != n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backlog never reached {n}"
-        );
-        tokio::task::yield_now().await;
-    }
+    crate::writer_support::wait_for_backlog(&s.writer, n, GraphWriter::data_backlog).await;
 }
 
 async fn wait_for_collection_backlog(s: &Setup, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.writer.collection_backlog() != n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backlog never reached {n}"
-        );
-        tokio::task::yield_now().await;
-    }
+    crate::writer_support::wait_for_backlog(&s.writer, n, GraphWriter::collection_backlog).await;
 }
 
 /// Submits `first` then `changes` so that they wait together, in this order: the graph lock is
@@ -116,12 +61,7 @@ async fn submit_together(
     first: DataChange,
     changes: Vec<DataChange>,
 ) -> Vec<Result<(), mbprov::graph_writer::WriteError>> {
-    let guard = s
-        .store
-        .graph_lock("data", Duration::from_secs(5))
-        .acquire(Duration::from_secs(5))
-        .await
-        .unwrap();
+    let guard = hold_graph_lock(&s.store, "data").await;
     let w = s.writer.clone();
     let head = tokio::spawn(async move { w.write_data(first).await });
     wait_for_backlog(s, 1).await;
@@ -219,17 +159,6 @@ async fn a_refused_change_fails_alone_and_the_rest_of_its_batch_is_written() {
     );
 }
 
-async fn control(url: &str, path: &str, body: Value) {
-    let answer = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .header("x-api-key", KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(answer.status().is_success(), "{path}: {}", answer.status());
-}
-
 fn builtin() -> BuiltinGroups {
     BuiltinGroups {
         all_users: 1,
@@ -265,12 +194,7 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
         }]
     };
     // Hold the lock while the three queue, so they form one batch.
-    let guard = s
-        .store
-        .graph_lock("collection", Duration::from_secs(5))
-        .acquire(Duration::from_secs(5))
-        .await
-        .unwrap();
+    let guard = hold_graph_lock(&s.store, "collection").await;
     let w = s.writer.clone();
     let head = tokio::spawn(async move { w.write_collections(set(CollectionKey::Root)).await });
     wait_for_collection_backlog(&s, 1).await;
@@ -285,10 +209,7 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
     wait_for_collection_backlog(&s, 3).await;
     // Every collection-graph write from now on conflicts: the batch fails as a whole, after
     // its collection was created.
-    control(
-        &s.url,
-        "/_emulator/faults",
-        serde_json::json!({"fail": {"method": "PUT", "path": "/api/collection/graph", "status": 409}}),
+    faults(&s.url, serde_json::json!({"fail": {"method": "PUT", "path": "/api/collection/graph", "status": 409}}),
     )
     .await;
     guard.release().await.unwrap();
@@ -309,12 +230,7 @@ async fn a_collection_created_before_its_batch_failed_is_found_not_made_again() 
         .map(|c| c.id)
         .collect::<Vec<_>>();
     assert_eq!(ids.len(), 1, "created before the failure");
-    control(
-        &s.url,
-        "/_emulator/faults",
-        serde_json::json!({"fail": null}),
-    )
-    .await;
+    faults(&s.url, serde_json::json!({"fail": null})).await;
     // The job's next attempt: found by marker (Redis forgotten too, so by listing), not made again.
     s.store
         .forget_id("tenant-collection", "late")
@@ -359,12 +275,7 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
     let perms = || db_perms(DataAccess::ViewOnly, Features::default());
     const ROUTE: &str = "PUT /api/permissions/graph";
     // The three queue together while the lock is held, then every data-graph PUT fails.
-    let guard = s
-        .store
-        .graph_lock("data", Duration::from_secs(5))
-        .acquire(Duration::from_secs(5))
-        .await
-        .unwrap();
+    let guard = hold_graph_lock(&s.store, "data").await;
     let w = s.writer.clone();
     let first = tokio::spawn(async move { w.write_data(DataChange::set(head, 1, perms())).await });
     wait_for_backlog(&s, 1).await;
@@ -376,10 +287,7 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
         }));
         wait_for_backlog(&s, i + 2).await;
     }
-    control(
-        &s.url,
-        "/_emulator/faults",
-        serde_json::json!({"fail": {"method": "PUT", "path": "/api/permissions/graph", "status": 404}}),
+    faults(&s.url, serde_json::json!({"fail": {"method": "PUT", "path": "/api/permissions/graph", "status": 404}}),
     )
     .await;
     let before = requests(&s.url, ROUTE).await;
@@ -405,12 +313,7 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
         1,
         "one PUT for the merged three: no halves"
     );
-    control(
-        &s.url,
-        "/_emulator/faults",
-        serde_json::json!({"fail": null}),
-    )
-    .await;
+    faults(&s.url, serde_json::json!({"fail": null})).await;
 }
 
 /// A slow Metabase cannot keep the graph lock past the budget: the write is abandoned as
@@ -419,12 +322,7 @@ async fn a_merged_write_is_split_only_when_refused_with_a_400() {
 async fn time_under_the_graph_lock_is_capped_by_the_budget() {
     let s = setup_with_budget(Duration::from_millis(300)).await;
     let g = s.mb.create_group("Slow").await.unwrap().id;
-    control(
-        &s.url,
-        "/_emulator/faults",
-        serde_json::json!({"latency_ms": 1000}),
-    )
-    .await;
+    faults(&s.url, serde_json::json!({"latency_ms": 1000})).await;
     let started = std::time::Instant::now();
     let e = s
         .writer
@@ -445,12 +343,7 @@ async fn time_under_the_graph_lock_is_capped_by_the_budget() {
         .expect("the lock is free");
     guard.release().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
-    control(
-        &s.url,
-        "/_emulator/faults",
-        serde_json::json!({"latency_ms": 0}),
-    )
-    .await;
+    faults(&s.url, serde_json::json!({"latency_ms": 0})).await;
 }
 
 /// Grants in two namespaces in one call: each is written in its own slice of the graph (the

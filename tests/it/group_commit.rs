@@ -5,32 +5,23 @@
 
 use std::time::Duration;
 
-use mbprov::emulator::{EmulatorOptions, spawn};
 use mbprov::error::{Classify, ErrorClass};
 use mbprov::graph::access::db_perms;
 use mbprov::graph::{DataAccess, DataChange, Features};
-use mbprov::graph_writer::{GraphWriter, TenantCollection, WriteError, WriterConfig};
+use mbprov::graph_writer::{GraphWriter, TenantCollection, WriteError};
 use mbprov::jobs::policy::BuiltinGroups;
 use mbprov::metabase::models::*;
-use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
 use mbprov::store::JobStore;
 
-const KEY: &str = "group-commit-key";
+use crate::writer_support::{
+    WriterEnv, data_puts, faults, hold_graph_lock, writer_config, writer_env,
+};
 
+/// Two replicas' writers on one prefix, each with its own Redis connection, as two processes.
 struct Replicas {
-    mb: MetabaseClient,
-    store: JobStore,
     a: GraphWriter,
     b: GraphWriter,
-    url: String,
-    prefix: String,
-    _emu: mbprov::emulator::RunningEmulator,
-}
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        crate::support::delete_redis_prefix(&self.prefix);
-    }
+    env: WriterEnv,
 }
 
 async fn replicas() -> Replicas {
@@ -38,60 +29,21 @@ async fn replicas() -> Replicas {
 }
 
 async fn replicas_with_ttl(lock_ttl: Duration) -> Replicas {
-    let emu = spawn(EmulatorOptions::new(KEY)).await.unwrap();
-    let mb =
-        MetabaseClient::new(ClientConfig::new(emu.url(), Auth::ApiKey(ApiKey::new(KEY)))).unwrap();
-    let prefix = format!("gc-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = JobStore::connect(&crate::support::redis_url(), &prefix)
-        .await
-        .unwrap();
-    let config = WriterConfig {
-        features: Features::default(),
-        version: Some(Version {
-            major: 56,
-            minor: 3,
-        }),
-        admin_group: 2,
-        lock_ttl,
-        lock_wait: Duration::from_secs(20),
-        batch_linger: Duration::ZERO,
-        lock_budget: Duration::from_secs(20),
-    };
-    // Each replica has its own Redis connection, as two processes would.
-    let other = JobStore::connect(&crate::support::redis_url(), &prefix)
+    let env = writer_env("gc").await;
+    let config = writer_config(lock_ttl, Duration::from_secs(20));
+    let other = JobStore::connect(&crate::support::redis_url(), &env.prefix)
         .await
         .unwrap();
     Replicas {
-        a: GraphWriter::start(mb.clone(), store.clone(), config.clone()),
-        b: GraphWriter::start(mb.clone(), other, config),
-        url: emu.url(),
-        mb,
-        store,
-        prefix,
-        _emu: emu,
+        a: GraphWriter::start(env.mb.clone(), env.store.clone(), config.clone()),
+        b: GraphWriter::start(env.mb.clone(), other, config),
+        env,
     }
-}
-
-async fn data_puts(url: &str) -> u64 {
-    let stats: serde_json::Value = reqwest::Client::new()
-        .get(format!("{url}/_emulator/stats"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["graph_puts"]["data"].as_u64().unwrap()
 }
 
 /// Yields until `writer` has `n` data changes queued and untaken, for at most 10 s.
 async fn queued(writer: &GraphWriter, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while writer.data_backlog() != n {
-        assert!(std::time::Instant::now() < deadline, "never {n} queued");
-        tokio::task::yield_now().await;
-    }
+    crate::writer_support::wait_for_backlog(writer, n, GraphWriter::data_backlog).await;
 }
 
 type Job = tokio::task::JoinHandle<Result<(), WriteError>>;
@@ -120,15 +72,10 @@ fn query(group: i64, db: i64) -> DataChange {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lock_holder_writes_every_replicas_changes_in_one_put_and_the_later_wins() {
     let r = replicas().await;
-    let g = r.mb.create_group("Shared").await.unwrap().id;
-    let h = r.mb.create_group("Other").await.unwrap().id;
-    let before = data_puts(&r.url).await;
-    let lock = r
-        .store
-        .graph_lock("data", Duration::from_secs(5))
-        .acquire(Duration::from_secs(5))
-        .await
-        .unwrap();
+    let g = r.env.mb.create_group("Shared").await.unwrap().id;
+    let h = r.env.mb.create_group("Other").await.unwrap().id;
+    let before = data_puts(&r.env.url).await;
+    let lock = hold_graph_lock(&r.env.store, "data").await;
     // Arrival order across the replicas: a, b, then a again on the same cell as its first.
     let a1 = write(&r.a, query(g, 1));
     queued(&r.a, 1).await;
@@ -141,7 +88,7 @@ async fn the_lock_holder_writes_every_replicas_changes_in_one_put_and_the_later_
         job.await.unwrap().unwrap();
     }
     assert_eq!(
-        data_puts(&r.url).await - before,
+        data_puts(&r.env.url).await - before,
         1,
         "one PUT for both replicas"
     );
@@ -150,18 +97,18 @@ async fn the_lock_holder_writes_every_replicas_changes_in_one_put_and_the_later_
         1,
         "one holder wrote them all"
     );
-    let cell = &r.mb.data_graph_for_group(g).await.unwrap().groups[&Id(g)][&Id(1)];
+    let cell = &r.env.mb.data_graph_for_group(g).await.unwrap().groups[&Id(g)][&Id(1)];
     assert_eq!(cell.create_queries, None, "the later change wins: {cell:?}");
     assert_eq!(cell.view_data, Some(Granular::All(ViewData::Unrestricted)));
-    let other = &r.mb.data_graph_for_group(h).await.unwrap().groups[&Id(h)][&Id(2)];
+    let other = &r.env.mb.data_graph_for_group(h).await.unwrap().groups[&Id(h)][&Id(2)];
     assert_eq!(other.view_data, Some(Granular::All(ViewData::Unrestricted)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_refused_by_metabase_fails_only_its_own_job_on_its_own_replica() {
     let r = replicas().await;
-    let good = r.mb.create_group("Good").await.unwrap().id;
-    let bad = r.mb.create_group("Bad").await.unwrap().id;
+    let good = r.env.mb.create_group("Good").await.unwrap().id;
+    let bad = r.env.mb.create_group("Bad").await.unwrap().id;
     // Blocked view with native queries: Metabase refuses it with a 400.
     let invalid = DataChange {
         groups: std::collections::BTreeMap::from([(
@@ -177,12 +124,7 @@ async fn a_change_refused_by_metabase_fails_only_its_own_job_on_its_own_replica(
         )]),
         sandboxes: vec![],
     };
-    let lock = r
-        .store
-        .graph_lock("data", Duration::from_secs(5))
-        .acquire(Duration::from_secs(5))
-        .await
-        .unwrap();
+    let lock = hold_graph_lock(&r.env.store, "data").await;
     let a1 = write(&r.a, view(good, 1));
     queued(&r.a, 1).await;
     let b1 = write(&r.b, invalid);
@@ -195,47 +137,31 @@ async fn a_change_refused_by_metabase_fails_only_its_own_job_on_its_own_replica(
     let refused = b1.await.unwrap().unwrap_err();
     assert_eq!(refused.class(), ErrorClass::Permanent, "{refused}");
     assert!(refused.to_string().contains("400"), "{refused}");
-    let slice = r.mb.data_graph_for_group(good).await.unwrap();
+    let slice = r.env.mb.data_graph_for_group(good).await.unwrap();
     assert!(slice.groups[&Id(good)].contains_key(&Id(2)), "{slice:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_whose_job_is_gone_is_written_by_the_next_holder() {
     let r = replicas().await;
-    let g = r.mb.create_group("Orphan").await.unwrap().id;
-    let h = r.mb.create_group("Survivor").await.unwrap().id;
-    let lock = r
-        .store
-        .graph_lock("data", Duration::from_secs(5))
-        .acquire(Duration::from_secs(5))
-        .await
-        .unwrap();
+    let g = r.env.mb.create_group("Orphan").await.unwrap().id;
+    let h = r.env.mb.create_group("Survivor").await.unwrap().id;
+    let lock = hold_graph_lock(&r.env.store, "data").await;
     // Replica a queues a change, then its job is dropped (a crash, or its deadline).
     let orphan = write(&r.a, view(g, 1));
     queued(&r.a, 1).await;
     orphan.abort();
     assert!(orphan.await.unwrap_err().is_cancelled());
     queued(&r.a, 0).await;
-    let before = data_puts(&r.url).await;
+    let before = data_puts(&r.env.url).await;
     let survivor = write(&r.b, view(h, 1));
     queued(&r.b, 1).await;
     lock.release().await.unwrap();
     survivor.await.unwrap().unwrap();
-    assert_eq!(data_puts(&r.url).await - before, 1, "written together");
+    assert_eq!(data_puts(&r.env.url).await - before, 1, "written together");
     assert_eq!(r.a.data_batches(), 0, "replica a no longer competes");
-    let cell = &r.mb.data_graph_for_group(g).await.unwrap().groups[&Id(g)][&Id(1)];
+    let cell = &r.env.mb.data_graph_for_group(g).await.unwrap().groups[&Id(g)][&Id(1)];
     assert_eq!(cell.view_data, Some(Granular::All(ViewData::Unrestricted)));
-}
-
-async fn fault(url: &str, body: serde_json::Value) {
-    let answer = reqwest::Client::new()
-        .post(format!("{url}/_emulator/faults"))
-        .header("x-api-key", KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(answer.status().is_success(), "{}", answer.status());
 }
 
 /// A holder that created a new tenant's collection and then lost its lock (a crash, a pause)
@@ -245,7 +171,7 @@ async fn fault(url: &str, body: serde_json::Value) {
 async fn a_holder_that_dies_after_creating_a_collection_leaves_no_second_one() {
     // A short ttl: the holder learns it lost the lock within a few hundred milliseconds.
     let r = replicas_with_ttl(Duration::from_millis(600)).await;
-    let g = r.mb.create_group("Tenant: crash").await.unwrap().id;
+    let g = r.env.mb.create_group("Tenant: crash").await.unwrap().id;
     let builtin = BuiltinGroups {
         all_users: 1,
         admin: 2,
@@ -264,8 +190,8 @@ async fn a_holder_that_dies_after_creating_a_collection_leaves_no_second_one() {
         .new_tenant(true)
     };
     // The collection is created, then every graph write conflicts (retried under the lock).
-    fault(
-        &r.url,
+    faults(
+        &r.env.url,
         serde_json::json!({"fail": {"method": "PUT", "path": "/api/collection/graph", "status": 500}}),
     )
     .await;
@@ -280,14 +206,14 @@ async fn a_holder_that_dies_after_creating_a_collection_leaves_no_second_one() {
             .count()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while named(r.mb.list_collections(false).await.unwrap()) == 0 {
+    while named(r.env.mb.list_collections(false).await.unwrap()) == 0 {
         assert!(std::time::Instant::now() < deadline, "never created");
         tokio::task::yield_now().await;
     }
     // Taken over mid-write, as when the holder stalls past its ttl or dies: it gives the
     // batch up, queued (its job waits on), while the fault still fails its write.
-    let key = format!("{}:lock:graph:collection", r.prefix);
-    let mut conn = r.store.connection();
+    let key = format!("{}:lock:graph:collection", r.env.prefix);
+    let mut conn = r.env.store.connection();
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg("intruder")
@@ -303,7 +229,7 @@ async fn a_holder_that_dies_after_creating_a_collection_leaves_no_second_one() {
         );
         tokio::task::yield_now().await;
     }
-    fault(&r.url, serde_json::json!({"fail": null})).await;
+    faults(&r.env.url, serde_json::json!({"fail": null})).await;
     let _: i64 = redis::cmd("DEL")
         .arg(&key)
         .query_async(&mut conn)
@@ -318,11 +244,11 @@ async fn a_holder_that_dies_after_creating_a_collection_leaves_no_second_one() {
             .unwrap();
     assert_eq!(first, other, "one collection for both");
     assert_eq!(
-        named(r.mb.list_collections(false).await.unwrap()),
+        named(r.env.mb.list_collections(false).await.unwrap()),
         1,
         "made once"
     );
-    let graph = r.mb.collection_graph().await.unwrap();
+    let graph = r.env.mb.collection_graph().await.unwrap();
     assert_eq!(
         graph.access(g, CollectionKey::Id(first)),
         CollectionAccess::Read

@@ -39,3 +39,4 @@ mod store_redis;
 mod topology_migration;
 mod traces;
 mod unknown_outcomes;
+mod writer_support;

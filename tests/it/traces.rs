@@ -13,13 +13,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use mbprov::emulator::{EmulatorOptions, spawn};
 use mbprov::graph::access::db_perms;
 use mbprov::graph::{DataAccess, DataChange, Features};
-use mbprov::graph_writer::{GraphWriter, WriterConfig};
-use mbprov::metabase::models::Version;
-use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
-use mbprov::store::JobStore;
+use mbprov::graph_writer::GraphWriter;
 use opentelemetry::trace::{SpanContext, SpanId};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -326,29 +322,12 @@ async fn a_batch_of_several_jobs_links_to_each_of_them() {
         false,
         Some(&provider),
     ));
-    let key = "traces-writer-key";
-    let emu = spawn(EmulatorOptions::new(key)).await.unwrap();
-    let mb =
-        MetabaseClient::new(ClientConfig::new(emu.url(), Auth::ApiKey(ApiKey::new(key)))).unwrap();
-    let prefix = format!("tr-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = JobStore::connect(&crate::support::redis_url(), &prefix)
-        .await
-        .unwrap();
+    let env = crate::writer_support::writer_env("tr").await;
+    let (mb, store) = (env.mb.clone(), env.store.clone());
     let writer = GraphWriter::start(
         mb.clone(),
         store.clone(),
-        WriterConfig {
-            features: Features::default(),
-            version: Some(Version {
-                major: 56,
-                minor: 3,
-            }),
-            admin_group: 2,
-            lock_ttl: Duration::from_secs(5),
-            lock_wait: Duration::from_secs(20),
-            batch_linger: Duration::ZERO,
-            lock_budget: Duration::from_secs(20),
-        },
+        crate::writer_support::writer_config(Duration::from_secs(5), Duration::from_secs(20)),
     );
     let group = mb.create_group("Traced").await.unwrap().id;
     // mbprov exports only its own spans (target `mbprov...`), as a job's span is.
@@ -444,6 +423,4 @@ async fn a_batch_of_several_jobs_links_to_each_of_them() {
         puts[0].span_context.trace_id(),
         together.span_context.trace_id()
     );
-
-    crate::support::delete_redis_prefix(&prefix);
 }
