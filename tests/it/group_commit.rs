@@ -159,7 +159,12 @@ async fn a_change_whose_job_is_gone_is_written_by_the_next_holder() {
     lock.release().await.unwrap();
     survivor.await.unwrap().unwrap();
     assert_eq!(data_puts(&r.env.url).await - before, 1, "written together");
-    assert_eq!(r.a.data_batches(), 0, "replica a no longer competes");
+    // Either replica may have held the lock next (a's writer was already asking for it).
+    assert_eq!(
+        r.a.data_batches() + r.b.data_batches(),
+        1,
+        "one batch carried both"
+    );
     let cell = &r.env.mb.data_graph_for_group(g).await.unwrap().groups[&Id(g)][&Id(1)];
     assert_eq!(cell.view_data, Some(Granular::All(ViewData::Unrestricted)));
 }
