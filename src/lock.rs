@@ -153,6 +153,10 @@ impl RedisLock {
     }
 
     /// Takes the lock, waiting up to `wait` while another holder has it.
+    ///
+    /// Not cancellation-safe: dropped while its `SET` is in flight, the lock may be taken with
+    /// no guard to release it, and it frees itself only after its ttl. Await it to the end (the
+    /// graph writer does; a job dropped at its deadline mid-acquisition can cost one ttl).
     pub async fn acquire(&self, wait: Duration) -> Result<LockGuard, LockError> {
         let started = Instant::now();
         let deadline = started + wait;
