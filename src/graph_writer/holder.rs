@@ -25,7 +25,8 @@ pub(super) async fn run<K: Kind>(core: Core, side: Arc<Side>, panic_once: Arc<At
     let kind = K::default();
     let lock = core.store.graph_lock(K::NAME, core.config.lock_ttl);
     loop {
-        // The writer handle holds one reference, this task another: alone, the process stops.
+        // The writer handles hold `side`, and this task (supervision holds it weakly): alone
+        // here, every handle is gone.
         if Arc::strong_count(&side) == 1 {
             return;
         }

@@ -252,12 +252,12 @@ impl GraphWriter {
         let health = Arc::new(Health::default());
         tokio::spawn(supervise::<DataKind>(
             core.clone(),
-            data.clone(),
+            Arc::downgrade(&data),
             health.clone(),
         ));
         tokio::spawn(supervise::<CollectionKind>(
             core,
-            collections.clone(),
+            Arc::downgrade(&collections),
             health.clone(),
         ));
         GraphWriter {
@@ -442,15 +442,16 @@ trait Kind: Default + Send + Sync + 'static {
 }
 
 /// Runs the writer task of `K`, restarting it when it panics.
-async fn supervise<K: Kind>(core: Core, side: Arc<Side>, health: Arc<Health>) {
+/// Holds `side` weakly: once every [`GraphWriter`] handle is dropped, the task alone holds it,
+/// notices, and ends, and so does this.
+async fn supervise<K: Kind>(core: Core, side: std::sync::Weak<Side>, health: Arc<Health>) {
     let panic_once = Arc::new(AtomicBool::new(core.panic_on.as_deref() == Some(K::NAME)));
     let mut recent: Vec<tokio::time::Instant> = Vec::new();
     loop {
-        let task = tokio::spawn(holder::run::<K>(
-            core.clone(),
-            side.clone(),
-            panic_once.clone(),
-        ));
+        let Some(strong) = side.upgrade() else {
+            return;
+        };
+        let task = tokio::spawn(holder::run::<K>(core.clone(), strong, panic_once.clone()));
         match task.await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
@@ -466,7 +467,9 @@ async fn supervise<K: Kind>(core: Core, side: Arc<Side>, health: Arc<Health>) {
                     health.dead.store(true, Ordering::SeqCst);
                     return;
                 }
-                side.waiters.release_taken();
+                if let Some(side) = side.upgrade() {
+                    side.waiters.release_taken();
+                }
                 health.restarts.fetch_add(1, Ordering::SeqCst);
                 tracing::error!(graph = K::NAME, "graph writer task panicked; restarting it");
             }

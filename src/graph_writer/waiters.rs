@@ -21,6 +21,8 @@ pub(super) type Delivered = Result<serde_json::Value, WriteError>;
 
 /// Pause before subscribing again after the subscription broke; waiters poll meanwhile.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
+/// How often a listener on a quiet channel checks that its writer still exists.
+const GONE_CHECK: Duration = Duration::from_secs(5);
 
 struct Waiter {
     reply: oneshot::Sender<Delivered>,
@@ -206,7 +208,20 @@ pub(super) async fn listen(log: PendingLog, waiters: std::sync::Weak<Waiters>) {
         match subscribed {
             Ok(pubsub) => {
                 let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
+                loop {
+                    let message = tokio::select! {
+                        message = messages.next() => message,
+                        // A quiet channel: look now and then whether the writer is gone.
+                        () = tokio::time::sleep(GONE_CHECK) => {
+                            if waiters.strong_count() == 0 {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(message) = message else {
+                        break;
+                    };
                     let Some(waiters) = waiters.upgrade() else {
                         return;
                     };
