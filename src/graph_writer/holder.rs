@@ -186,8 +186,9 @@ async fn settle(side: &Side, settled: &[Settled]) {
 }
 
 /// Sorts what was read into the changes to write, in order, and those settled at once: expired
-/// ones (their jobs stopped waiting; a late write could undo newer changes) and unreadable ones.
-/// Entries of another format are left queued for a replica of their version. Entries at or
+/// ones of any format (their jobs stopped waiting; a late write could undo newer changes) and
+/// unreadable ones. Other entries of another format are left queued for a replica of their
+/// version. Entries at or
 /// before `started` (a holder began writing them, and may have died half-way) are replayed:
 /// their shortcuts are off (see [`Kind::replayed`]).
 fn admit<K: Kind>(
@@ -199,9 +200,6 @@ fn admit<K: Kind>(
     let mut batch = Vec::new();
     let mut settled = Vec::new();
     for entry in entries {
-        if entry.format != FORMAT {
-            continue;
-        }
         let refuse = |class: ErrorClass, message: String| Settled {
             stream_id: entry.stream_id.clone(),
             id: entry.id.clone(),
@@ -210,12 +208,17 @@ fn admit<K: Kind>(
                 message,
             },
         };
+        // Whatever its format: an expired entry has no job waiting, and one of a version no
+        // longer running would otherwise stay queued forever.
         let queued_at = entry_millis(&entry.stream_id);
         if queued_at.is_some_and(|at| now_ms.saturating_sub(at) > expiry.as_millis() as u64) {
             settled.push(refuse(
                 ErrorClass::Transient,
                 format!("{} graph: the change expired unwritten", K::NAME),
             ));
+            continue;
+        }
+        if entry.format != FORMAT {
             continue;
         }
         match serde_json::from_str::<K::Change>(&entry.change) {
@@ -369,6 +372,12 @@ mod tests {
         let cases = [
             (entry(fresh, FORMAT, &change), true, None, false),
             (entry(fresh + 1, "2", &change), false, None, true),
+            (
+                entry(stale, "2", &change),
+                false,
+                Some(WireClass::Transient),
+                false,
+            ),
             (
                 entry(stale, FORMAT, &change),
                 false,
