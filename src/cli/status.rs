@@ -1,5 +1,6 @@
-//! `mbprov status`: how much work is waiting where, how many workers take it, and whether
-//! they take it now (each worker's intake: open, paused, key refused, breaker open).
+//! `mbprov status`: how much work is waiting where (queues, and graph changes queued for the
+//! lock holder in Redis), how many workers take it, and whether they take it now (each worker's
+//! intake: open, paused, key refused, breaker open).
 
 use std::process::ExitCode;
 
@@ -44,6 +45,10 @@ pub struct StatusArgs {
 struct IntakeStatus {
     paused: Option<PauseInfo>,
     workers: Vec<WorkerReport>,
+    /// Graph changes queued by every replica for the lock holder, per graph: a number that
+    /// keeps growing means the graph writes cannot keep up (or nobody holds the lock).
+    #[serde(skip)]
+    graph_changes_queued: std::collections::BTreeMap<&'static str, usize>,
 }
 
 async fn intake_status(args: &StatusArgs) -> Result<IntakeStatus, String> {
@@ -55,7 +60,18 @@ async fn intake_status(args: &StatusArgs) -> Result<IntakeStatus, String> {
     let workers = report::read_all(&mut conn, &args.broker.prefix)
         .await
         .map_err(|e| format!("redis: {e}"))?;
-    Ok(IntakeStatus { paused, workers })
+    let mut graph_changes_queued = std::collections::BTreeMap::new();
+    for graph in crate::graph_writer::GRAPHS {
+        let n = crate::graph_writer::queued_changes(&mut conn, &args.broker.prefix, graph)
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        graph_changes_queued.insert(graph, n);
+    }
+    Ok(IntakeStatus {
+        paused,
+        workers,
+        graph_changes_queued,
+    })
 }
 
 pub async fn run(args: StatusArgs) -> ExitCode {
@@ -72,16 +88,30 @@ async fn status(args: StatusArgs) -> Result<(), String> {
     let intake = intake_status(&args).await;
     if args.json {
         let consumers = stats.first().map_or(0, |s| s.consumers);
-        let intake = match &intake {
-            Ok(i) => serde_json::json!(i),
-            Err(e) => serde_json::json!({ "error": e }),
+        let (intake, graphs) = match &intake {
+            Ok(i) => (
+                serde_json::json!(i),
+                serde_json::json!(i.graph_changes_queued),
+            ),
+            Err(e) => (serde_json::json!({ "error": e }), serde_json::Value::Null),
         };
-        let doc = serde_json::json!({ "queues": stats, "consumers": consumers, "intake": intake });
+        let doc = serde_json::json!({
+            "queues": stats,
+            "consumers": consumers,
+            "intake": intake,
+            "graph_changes_queued": graphs,
+        });
         println!("{doc}");
     } else {
         print!("{}", table(&stats));
         if let Ok(i) = &intake {
             print!("\n{}", intake_table(i));
+            let queued: Vec<String> = i
+                .graph_changes_queued
+                .iter()
+                .map(|(graph, n)| format!("{graph} {n}"))
+                .collect();
+            println!("\nGRAPH CHANGES QUEUED  {}", queued.join("  "));
         }
     }
     intake

@@ -63,6 +63,18 @@ pub use collection::CollectionWork;
 pub use tenant::TenantCollection;
 pub use tenant_rename::TenantRename;
 
+/// The graphs a writer serves, by the names their Redis keys and locks use.
+pub const GRAPHS: [&str; 2] = ["data", "collection"];
+
+/// Changes queued for `graph` by every replica and not yet settled (`mbprov status`).
+pub async fn queued_changes(
+    conn: &mut redis::aio::ConnectionManager,
+    prefix: &str,
+    graph: &str,
+) -> Result<usize, redis::RedisError> {
+    redis::AsyncCommands::xlen(conn, pending::stream_key(prefix, graph)).await
+}
+
 /// Finding a tenant's collection by its marker outside the writer (`tenant.deleted`).
 pub mod tenant_collection {
     pub use super::tenant::{find_for_deletion, forget};

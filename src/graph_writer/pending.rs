@@ -125,13 +125,18 @@ pub(super) struct PendingLog {
     started: String,
 }
 
+/// The stream of `graph`'s queued changes under `prefix`.
+pub fn stream_key(prefix: &str, graph: &str) -> String {
+    format!("{prefix}:graph:{graph}:pending")
+}
+
 impl PendingLog {
     pub fn new(store: &JobStore, graph: &str) -> PendingLog {
         let base = format!("{}:graph:{graph}", store.prefix());
         PendingLog {
             conn: store.connection(),
             client: store.client(),
-            stream: format!("{base}:pending"),
+            stream: stream_key(store.prefix(), graph),
             results: format!("{base}:results"),
             result_prefix: format!("{base}:result:"),
             started: format!("{base}:started"),

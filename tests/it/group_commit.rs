@@ -11,6 +11,7 @@ use mbprov::graph::{DataAccess, DataChange, Features};
 use mbprov::graph_writer::{GraphWriter, TenantCollection, WriteError};
 use mbprov::jobs::policy::BuiltinGroups;
 use mbprov::metabase::models::*;
+use mbprov::metabase::{ApiKey, Auth, ClientConfig, MetabaseClient};
 use mbprov::store::JobStore;
 
 use crate::writer_support::{
@@ -263,4 +264,38 @@ async fn a_holder_that_dies_after_creating_a_collection_leaves_no_second_one() {
         CollectionAccess::None,
         "isolated"
     );
+}
+
+/// `mbprov status` counts the changes queued for each graph, whichever replica queued them.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_counts_the_graph_changes_queued_for_the_lock_holder() {
+    let stack = crate::support::Stack::start().await;
+    let mb = MetabaseClient::new(ClientConfig::new(
+        stack.emulator_url.clone(),
+        Auth::ApiKey(ApiKey::new(crate::support::API_KEY)),
+    ))
+    .unwrap();
+    let store = JobStore::connect(&crate::support::redis_url(), &stack.prefix)
+        .await
+        .unwrap();
+    let writer = GraphWriter::start(
+        mb.clone(),
+        store.clone(),
+        writer_config(Duration::from_secs(5), Duration::from_secs(20)),
+    );
+    let queued_now = |out: std::process::Output| {
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        doc["graph_changes_queued"].clone()
+    };
+    let g = mb.create_group("Waiting").await.unwrap().id;
+    let lock = hold_graph_lock(&store, "data").await;
+    let job = write(&writer, view(g, 1));
+    queued(&writer, 1).await;
+    let during = queued_now(stack.run(&["status", "--json"]).await);
+    assert_eq!(during, serde_json::json!({"data": 1, "collection": 0}));
+    lock.release().await.unwrap();
+    job.await.unwrap().unwrap();
+    let after = queued_now(stack.run(&["status", "--json"]).await);
+    assert_eq!(after, serde_json::json!({"data": 0, "collection": 0}));
+    stack.teardown().await;
 }
