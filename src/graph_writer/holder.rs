@@ -97,7 +97,9 @@ async fn drain<K: Kind>(
         };
         deliver(side, std::mem::take(&mut held_back));
         after = Some(last.stream_id.clone());
-        let (batch, mut settled) = admit::<K>(entries, side.expiry(), unix_millis(), started);
+        // Unknown (Redis failed just now): nothing is judged expired this time.
+        let now = side.log.now_millis().await.unwrap_or(0);
+        let (batch, mut settled) = admit::<K>(entries, side.expiry(), now, started);
         if batch.is_empty() {
             settle(side, &settled).await;
             continue;
@@ -247,12 +249,6 @@ fn entry_millis(stream_id: &str) -> Option<u64> {
 fn stream_position(stream_id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = stream_id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Writes `changes` as one merged write; if it is refused for its content (a 400 or the

@@ -94,7 +94,7 @@ const OUTCOME_POLL: Duration = Duration::from_secs(1);
 const LOCK_ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// Margin past a job's longest wait after which its queued change is dropped unwritten: its
 /// job has given up (and withdrawn it, unless it died), and a late write could undo newer
-/// changes. It also covers clock skew between Redis and the holder.
+/// changes. Ages are read on Redis's clock, which stamped the entries.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
 /// Test hook (documented in the README as test-only): `data` or `collection` makes that writer
@@ -178,9 +178,9 @@ pub struct WriterConfig {
     pub admin_group: i64,
     pub lock_ttl: Duration,
     pub lock_wait: Duration,
-    /// Upper bound on an extra wait for more changes after the first of a batch
-    /// (`MBPROV_BATCH_LINGER`). Zero writes at once: batching then comes only from the changes
-    /// that queued while the previous write was in flight.
+    /// Wait of a writer, once a change of its process is queued, before it asks for the lock
+    /// (`MBPROV_BATCH_LINGER`). Zero asks at once: batching then comes only from the changes
+    /// every replica queued while the previous write was in flight.
     pub batch_linger: Duration,
     /// Longest one write attempt may take under a graph lock (`MBPROV_GRAPH_LOCK_BUDGET`);
     /// past it the attempt is abandoned and the batch's jobs retried later.

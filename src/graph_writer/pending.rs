@@ -191,6 +191,17 @@ impl PendingLog {
             .collect())
     }
 
+    /// Redis's clock, in Unix milliseconds: the clock that stamped the entries' stream ids, so
+    /// their age does not depend on the holder's clock.
+    pub async fn now_millis(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(command("read the Redis clock"))?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
     /// Records that a holder starts writing the entries up to `stream_id`.
     pub async fn mark_started(&self, stream_id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
