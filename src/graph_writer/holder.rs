@@ -85,8 +85,8 @@ async fn drain<K: Kind>(
         if guard.ensure_held().is_err() {
             return held_back;
         }
-        let entries = match side.log.read(after.as_deref(), MAX_BATCH).await {
-            Ok(entries) => entries,
+        let (entries, now) = match side.log.read(after.as_deref(), MAX_BATCH).await {
+            Ok(read) => read,
             Err(e) => {
                 tracing::warn!(graph = K::NAME, error = %e, "cannot read the queued graph changes");
                 return held_back;
@@ -97,8 +97,6 @@ async fn drain<K: Kind>(
         };
         deliver(side, std::mem::take(&mut held_back));
         after = Some(last.stream_id.clone());
-        // Unknown (Redis failed just now): nothing is judged expired this time.
-        let now = side.log.now_millis().await.unwrap_or(0);
         let (batch, mut settled) = admit::<K>(entries, side.expiry(), now, started);
         if batch.is_empty() {
             settle(side, &settled).await;

@@ -304,8 +304,8 @@ impl GraphWriter {
         self.data.waiters.backlog()
     }
 
-    /// Data-graph batches this process formed so far; with [`GraphWriter::data_backlog`], what tests wait on
-    /// instead of sleeping.
+    /// Data-graph batches this process formed so far; with [`GraphWriter::data_backlog`], what
+    /// tests wait on instead of sleeping.
     pub fn data_batches(&self) -> u64 {
         self.data.batches.load(Ordering::SeqCst)
     }

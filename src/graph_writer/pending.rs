@@ -170,15 +170,23 @@ impl PendingLog {
             .map_err(command("queue a graph change"))
     }
 
-    /// Up to `count` entries after `after` (a stream id, exclusive; `None`: from the start).
-    pub async fn read(&self, after: Option<&str>, count: usize) -> Result<Vec<Entry>, StoreError> {
+    /// Up to `count` entries after `after` (a stream id, exclusive; `None`: from the start),
+    /// and Redis's clock in Unix milliseconds, read in the same round trip: the clock that
+    /// stamped the entries' stream ids, so their age does not depend on the holder's clock.
+    pub async fn read(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<(Vec<Entry>, u64), StoreError> {
         let mut conn = self.conn.clone();
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
-        let reply: StreamRangeReply = conn
+        let (reply, (secs, micros)): (StreamRangeReply, (u64, u64)) = redis::pipe()
             .xrange_count(&self.stream, start, "+", count)
+            .cmd("TIME")
+            .query_async(&mut conn)
             .await
             .map_err(command("read the pending graph changes"))?;
-        Ok(reply
+        let entries = reply
             .ids
             .into_iter()
             .map(|e| Entry {
@@ -188,18 +196,8 @@ impl PendingLog {
                 trace: e.get("trace"),
                 stream_id: e.id,
             })
-            .collect())
-    }
-
-    /// Redis's clock, in Unix milliseconds: the clock that stamped the entries' stream ids, so
-    /// their age does not depend on the holder's clock.
-    pub async fn now_millis(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        let (secs, micros): (u64, u64) = redis::cmd("TIME")
-            .query_async(&mut conn)
-            .await
-            .map_err(command("read the Redis clock"))?;
-        Ok(secs * 1000 + micros / 1000)
+            .collect();
+        Ok((entries, secs * 1000 + micros / 1000))
     }
 
     /// Records that a holder starts writing the entries up to `stream_id`.

@@ -1,22 +1,8 @@
 //! A tenant's collection is its own whatever the names: bound to its `tenant_id` by a marker
 //! stored in Metabase, never found by display name (issue 12).
 
-use crate::support::{Stack, find};
+use crate::support::{Stack, find, tenant_created_named};
 use serde_json::{Value, json};
-
-fn created(job: &str, tenant_id: &str, tenant_name: &str) -> Value {
-    json!({
-        "id": job,
-        "kind": "tenant.created",
-        "payload": {
-            "tenant_id": tenant_id,
-            "tenant_name": tenant_name,
-            "database_id": 1,
-            "shared_collection_id": 2,
-            "admin_user": {"email": format!("admin{tenant_id}@example.test")}
-        }
-    })
-}
 
 fn group_of(state: &Value, tenant_id: &str) -> i64 {
     find(&state["groups"], "name", &format!("Tenant: {tenant_id}"))[0]["id"]
@@ -77,7 +63,10 @@ async fn two_tenants_of_one_name_and_an_administrators_collection_each_keep_thei
     assert!(!before.is_empty());
     stack.spawn_worker().await;
     stack
-        .publish(&[created("t42", "42", "Acme"), created("t43", "43", "Acme")])
+        .publish(&[
+            tenant_created_named("t42", "42", "Acme"),
+            tenant_created_named("t43", "43", "Acme"),
+        ])
         .await;
     stack.wait_done("t42").await;
     stack.wait_done("t43").await;
@@ -145,7 +134,9 @@ async fn two_tenants_of_one_name_and_an_administrators_collection_each_keep_thei
 async fn renaming_a_tenant_renames_its_collection_instead_of_making_another() {
     let mut stack = Stack::start().await;
     stack.spawn_worker().await;
-    stack.publish(&[created("first", "44", "Initech")]).await;
+    stack
+        .publish(&[tenant_created_named("first", "44", "Initech")])
+        .await;
     stack.wait_done("first").await;
     let id = marked(&stack.state().await, "44")[0]["id"]
         .as_i64()
@@ -168,7 +159,9 @@ async fn renaming_a_tenant_renames_its_collection_instead_of_making_another() {
         .query_async(&mut c)
         .await
         .unwrap();
-    stack.publish(&[created("renamed", "44", "Initrode")]).await;
+    stack
+        .publish(&[tenant_created_named("renamed", "44", "Initrode")])
+        .await;
     stack.wait_done("renamed").await;
 
     let state = stack.state().await;

@@ -1,23 +1,9 @@
 //! `tenant.updated` with a new `tenant_name` in group tenancy renames the tenant's collection:
 //! the one marked for its `tenant_id`, never a namesake, never a new one (issue 15).
 
-use crate::support::{Stack, StackOptions, eventually, find};
+use crate::support::{Stack, StackOptions, eventually, find, tenant_created_named};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn created(job: &str, tenant_id: &str, tenant_name: &str) -> Value {
-    json!({
-        "id": job,
-        "kind": "tenant.created",
-        "payload": {
-            "tenant_id": tenant_id,
-            "tenant_name": tenant_name,
-            "database_id": 1,
-            "shared_collection_id": 2,
-            "admin_user": {"email": format!("admin{tenant_id}@example.test")}
-        }
-    })
-}
 
 fn updated(job: &str, tenant_id: &str, tenant_name: &str) -> Value {
     json!({
@@ -68,7 +54,9 @@ async fn a_renamed_tenant_renames_its_own_collection_only() {
         )
         .await;
     stack.spawn_worker().await;
-    stack.publish(&[created("c51", "51", "Acme")]).await;
+    stack
+        .publish(&[tenant_created_named("c51", "51", "Acme")])
+        .await;
     stack.wait_done("c51").await;
     let before = marked(&stack.state().await, "51");
     assert_eq!(before.len(), 1);
@@ -124,7 +112,9 @@ async fn a_renamed_tenant_renames_its_own_collection_only() {
         marked(&stack.state().await, "52").is_empty(),
         "nothing created"
     );
-    stack.publish(&[created("c52", "52", "Pied")]).await;
+    stack
+        .publish(&[tenant_created_named("c52", "52", "Pied")])
+        .await;
     stack.wait_done("c52").await;
     stack.wait_done("u52").await;
     let made = marked(&stack.state().await, "52");

@@ -112,10 +112,7 @@ async fn c03_new_group_permissions() {
         .await
         .ok();
         let g = e.group("New").await;
-        let graph = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let graph = e.group_slice(g).await.ok();
         let mine = &graph["groups"][g.to_string()];
         assert_eq!(
             mine["1"],
@@ -222,10 +219,7 @@ async fn c07_sandbox_deletion_scope() {
         };
         make(10).await.ok();
         make(20).await.ok();
-        let graph = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let graph = e.group_slice(g).await.ok();
         assert_eq!(
             graph["groups"][g.to_string()]["1"]["view-data"]["PUBLIC"]["10"],
             "sandboxed",
@@ -278,10 +272,7 @@ async fn c08_premium_errors_and_free_edition_values() {
         )
         .await
         .ok();
-        let graph = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let graph = e.group_slice(g).await.ok();
         assert_eq!(
             graph["groups"][g.to_string()]["1"]["view-data"],
             "unrestricted"

@@ -51,10 +51,7 @@ async fn f21_update_perms_graph_test() {
         )
         .await
         .ok();
-        let after = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let after = e.group_slice(g).await.ok();
         assert_eq!(
             after["groups"][g.to_string()]["1"]["view-data"],
             "unrestricted"
@@ -76,10 +73,7 @@ async fn f22_update_perms_graph_table_specific_perms_test() {
         )
         .await
         .ok();
-        let after = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let after = e.group_slice(g).await.ok();
         // Both tables of the schema agree, so Metabase collapses them on read.
         let cq = &after["groups"][g.to_string()]["1"]["create-queries"];
         assert!(*cq == tables || *cq == json!("query-builder"), "{cq}");
@@ -142,10 +136,7 @@ async fn f25_can_revoke_permissions_via_graph_test() {
         )
         .await
         .ok();
-        let after = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let after = e.group_slice(g).await.ok();
         let db = &after["groups"][g.to_string()]["1"];
         assert_eq!(db["view-data"], "unrestricted");
         assert!(
@@ -170,10 +161,7 @@ async fn f26_update_perms_graph_blocked_view_data_test() {
         )
         .await
         .ok();
-        let after = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let after = e.group_slice(g).await.ok();
         let db = &after["groups"][g.to_string()]["1"];
         assert_eq!(
             db["view-data"],
@@ -237,10 +225,7 @@ async fn f29_oss_edit_create_queries_on_blocked_row_test() {
         )
         .await
         .ok();
-        let after = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let after = e.group_slice(g).await.ok();
         assert_eq!(
             after["groups"][g.to_string()]["1"]["view-data"],
             "unrestricted"

@@ -231,10 +231,7 @@ async fn f11_set_default_permission_values_test() {
             .ok();
         }
         let g = e.group("Fresh").await;
-        let graph = e
-            .get(&format!("/api/permissions/graph/group/{g}"))
-            .await
-            .ok();
+        let graph = e.group_slice(g).await.ok();
         for db in ["1", "2"] {
             assert_eq!(
                 graph["groups"][g.to_string()][db],

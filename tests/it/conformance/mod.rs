@@ -137,6 +137,11 @@ impl Emu {
     pub async fn get(&self, path: &str) -> Answer {
         self.send(Method::GET, path, None).await
     }
+    /// `GET /api/permissions/graph/group/:id`: one group's slice of the data graph.
+    pub async fn group_slice(&self, group: i64) -> Answer {
+        self.get(&format!("/api/permissions/graph/group/{group}"))
+            .await
+    }
     pub async fn post(&self, path: &str, body: Value) -> Answer {
         self.send(Method::POST, path, Some(body)).await
     }

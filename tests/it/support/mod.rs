@@ -505,6 +505,21 @@ pub fn tenant_created(n: u32) -> Value {
     })
 }
 
+/// A `tenant.created` job with its own id, tenant id and display name (for tests about names).
+pub fn tenant_created_named(job: &str, tenant_id: &str, tenant_name: &str) -> Value {
+    json!({
+        "id": job,
+        "kind": "tenant.created",
+        "payload": {
+            "tenant_id": tenant_id,
+            "tenant_name": tenant_name,
+            "database_id": 1,
+            "shared_collection_id": 2,
+            "admin_user": {"email": format!("admin{tenant_id}@example.test")}
+        }
+    })
+}
+
 pub fn find<'a>(items: &'a Value, key: &str, value: &str) -> Vec<&'a Value> {
     items
         .as_array()
